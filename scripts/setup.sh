@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One command sets everything up:   bash scripts/setup.sh            (add --system for CI's services)
+# Installs the CPU build of torch (TORCH_SPEC overrides, e.g. TORCH_SPEC=torch for a CUDA box), the CLIP BPE
+# vocabulary (open_clip_torch, without its torchvision dependency), and this package with its extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install -q --disable-pip-version-check"
+$PIP "${TORCH_SPEC:-torch==2.13.0}"
+$PIP --no-deps "open_clip_torch>=2.20"
+$PIP -e ".[study,dev]"
+# PyPI's torchvision does not import beside the CPU build of torch and breaks transformers' image processors.
+if $PY -c "import torchvision" >/dev/null 2>&1; then :; else $PY -m pip uninstall -y -q torchvision >/dev/null 2>&1 || true; fi
+if [ "${1:-}" = "--system" ] && [ -f scripts/system_deps.sh ]; then bash scripts/system_deps.sh; fi
+echo "lego-inversion is set up: try 'lego --help'"
