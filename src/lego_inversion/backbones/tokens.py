@@ -1,0 +1,101 @@
+"""New token rows on a frozen text encoder: the only parameters Lego ever trains.
+
+    ext = TokenExtension.install(text_encoder)      # replaces the input embedding, original table untouched
+    ext.add(torch.stack([init_vec_subj, init_vec_cpt]))   # rows for token ids V, V+1
+    optimizer = AdamW([ext.extra])                   # the optimizer holds only the new rows
+    with ext.frozen([V]):                            # <subj> gets no gradient inside this block
+        hidden = text_encoder(ids)[0]
+
+Compared with the usual Textual Inversion recipe (resize the whole table, train it, copy the original rows back
+after every step), nothing of size |vocab|×d is touched per step: the frozen table is only indexed, and the
+original rows are bit-identical by construction, not by restoration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+
+class TokenExtension(nn.Module):
+    """An input-embedding module = frozen `base` table (V rows) + trainable `extra` rows (ids V, V+1, ...)."""
+
+    def __init__(self, base: nn.Embedding):
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        self.extra = nn.Parameter(base.weight.new_zeros((0, base.weight.shape[1]), dtype=torch.float32))
+        self._frozen: torch.Tensor | None = None
+
+    @classmethod
+    def install(cls, encoder: nn.Module) -> "TokenExtension":
+        """Wrap `encoder`'s input embedding once; later calls return the installed extension."""
+        current = encoder.get_input_embeddings()
+        if isinstance(current, cls):
+            return current
+        ext = cls(current)
+        encoder.set_input_embeddings(ext)
+        return ext
+
+    @property
+    def num_base(self) -> int:
+        return self.base.weight.shape[0]
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.num_base + self.extra.shape[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.base.weight.shape[1]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The full table (read-only view for code that expects `nn.Embedding.weight`)."""
+        return torch.cat([self.base.weight, self.extra.detach().to(self.base.weight.dtype)])
+
+    def add(self, vectors: torch.Tensor) -> list[int]:
+        """Append rows (kept in fp32 whatever the model dtype); returns their token ids."""
+        start = self.num_embeddings
+        vectors = vectors.detach().to(device=self.base.weight.device, dtype=torch.float32).reshape(-1,
+                                                                                                   self.embedding_dim)
+        self.extra = nn.Parameter(torch.cat([self.extra.detach(), vectors]))
+        return list(range(start, start + vectors.shape[0]))
+
+    def set_rows(self, ids: Iterable[int], vectors: torch.Tensor) -> None:
+        with torch.no_grad():
+            for i, v in zip(ids, vectors):
+                self.extra[i - self.num_base] = v.to(self.extra)
+
+    def rows(self, ids: Iterable[int]) -> torch.Tensor:
+        """Current vectors of new token ids, with gradient (for the Context Loss, Eq. 2)."""
+        idx = torch.tensor([i - self.num_base for i in ids], device=self.extra.device)
+        return self.extra[idx]
+
+    @contextlib.contextmanager
+    def frozen(self, ids: Iterable[int]) -> Iterator[None]:
+        """Inside this block the given new ids act as constants (no gradient flows into them)."""
+        mask = torch.zeros(self.extra.shape[0], dtype=torch.bool, device=self.extra.device)
+        for i in ids:
+            mask[i - self.num_base] = True
+        previous, self._frozen = self._frozen, mask
+        try:
+            yield
+        finally:
+            self._frozen = previous
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.base(input_ids.clamp(max=self.num_base - 1))
+        if self.extra.shape[0] == 0:
+            return out
+        is_new = input_ids >= self.num_base
+        if not bool(is_new.any()):
+            return out
+        extra = self.extra
+        if self._frozen is not None and bool(self._frozen.any()):
+            extra = torch.where(self._frozen[:, None], extra.detach(), extra)
+        new_rows = extra[(input_ids - self.num_base).clamp(min=0)].to(out.dtype)
+        return torch.where(is_new[..., None], new_rows, out)

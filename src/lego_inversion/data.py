@@ -1,0 +1,56 @@
+"""Exemplar images prepared once per run: the trainer's per-step work is only sampling from these tensors.
+
+    exemplars = ExemplarSet.build(backbone, images, captions, resolution=512)
+    latents, ids = exemplars.sample(batch_size=2, generator=g, flip_p=0.5)
+
+Each image is VAE-encoded once, both as is and horizontally flipped (the only augmentation), and the latent
+distribution's mean and std are kept; a step draws `mean + std * ε` (what `latent_dist.sample()` would
+give) without touching the VAE again. Captions are tokenized once, per text encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .images import load_image, to_tensor
+
+
+@dataclass
+class ExemplarSet:
+    """One image set (I_C or I_C̄) as cached latents and token ids."""
+
+    mean: torch.Tensor            # [N, 2, C, h, w]: index 1 on dim 1 is the flipped image
+    std: torch.Tensor             # same shape; zeros for a VQ autoencoder
+    ids: list[torch.Tensor]       # per text encoder: [N, L]
+    captions: list[str]
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, backbone, images: list[Path], captions: list[str], resolution: int,
+              chunk: int = 4) -> "ExemplarSet":
+        pixels = torch.stack([to_tensor(load_image(p, size=resolution)) for p in images])
+        both = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [2N, 3, H, W]
+        means, stds = [], []
+        for start in range(0, both.shape[0], chunk):
+            m, s = backbone.encode_images(both[start:start + chunk])
+            means.append(m)
+            stds.append(s)
+        mean = torch.cat(means).unflatten(0, (len(images), 2))
+        std = torch.cat(stds).unflatten(0, (len(images), 2))
+        return cls(mean=mean, std=std, ids=backbone.tokenize(captions), captions=list(captions))
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    def sample(self, batch_size: int, generator: torch.Generator, flip_p: float) -> tuple[torch.Tensor,
+                                                                                         list[torch.Tensor]]:
+        """Draw `batch_size` images (with replacement), random flips, one latent sample each."""
+        idx = torch.randint(len(self), (batch_size,), generator=generator)
+        flip = (torch.rand(batch_size, generator=generator) < flip_p).long()
+        eps = torch.randn((batch_size, *self.mean.shape[2:]), generator=generator)
+        idx_d, flip_d = idx.to(self.mean.device), flip.to(self.mean.device)
+        latents = self.mean[idx_d, flip_d] + self.std[idx_d, flip_d] * eps.to(self.mean.device)
+        return latents, [ids[idx_d.to(ids.device)] for ids in self.ids]

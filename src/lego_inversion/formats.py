@@ -1,0 +1,142 @@
+"""Learned-embedding files: our own format, and the formats other tools read.
+
+    from lego_inversion.formats import save_learned, load_learned, export
+    save_learned(out_dir, vectors, slot_names, meta)      # learned_embeds.safetensors + diffusers/*.safetensors
+    concept = load_learned("runs/melted")                 # -> LearnedConcept
+    export(concept, "a1111", "melted.pt")                 # string_to_param (Automatic1111)
+    export(concept, "comfyui", "melted.safetensors")      # emb_params (ComfyUI / kohya); clip_l/clip_g for SDXL
+    export(concept, "diffusers", "melted_diffusers/")     # one single-key file per token
+
+`learned_embeds.safetensors`: key = token string (first text encoder), `token::<slot>` for further text encoders
+(SDXL's text_encoder_2); metadata "lego_inversion" = JSON of base model, method, config and concept.
+Everything is read with safetensors; pickle files (.pt/.bin) only with `allow_pickle=True`, and then with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_save_file, atomic_torch_save
+from .errors import UserError
+
+EMBEDS_FILE = "learned_embeds.safetensors"
+CONCEPT_FILE = "concept.json"
+FORMATS = ("a1111", "comfyui", "kohya", "diffusers")
+SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
+
+
+@dataclass
+class LearnedConcept:
+    """A learned concept as loaded from a run folder."""
+
+    name: str
+    tokens: list[str]                              # concept tokens, prompt order
+    subject_token: str | None
+    vectors: dict[str, list[torch.Tensor]]         # token -> one [d] vector per text encoder (slot)
+    slots: list[str]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def all_tokens(self) -> list[str]:
+        return ([self.subject_token] if self.subject_token else []) + self.tokens
+
+    def matrix(self, tokens: list[str], slot: int = 0) -> torch.Tensor:
+        return torch.stack([self.vectors[t][slot] for t in tokens])
+
+
+def file_stem(token: str) -> str:
+    """'<melted>' -> 'melted': a safe file name for a token."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", token.strip("<>")).strip("._") or "token"
+    return stem
+
+
+def _key(token: str, slot: int, slot_name: str) -> str:
+    return token if slot == 0 else f"{token}::{slot_name}"
+
+
+def save_learned(out_dir: Path, vectors: dict[str, list[torch.Tensor]], slots: list[str], meta: dict) -> Path:
+    """Write learned_embeds.safetensors and diffusers/ (one single-key file per token and text encoder)."""
+    out_dir = Path(out_dir)
+    tensors = {_key(t, s, name): vecs[s].float().contiguous() for t, vecs in vectors.items()
+               for s, name in enumerate(slots)}
+    metadata = {"lego_inversion": json.dumps(meta, default=str), "format": "lego-inversion/1"}
+    path = atomic_save_file(out_dir / EMBEDS_FILE, tensors, metadata)
+    export_diffusers(vectors, slots, out_dir / "diffusers")
+    return path
+
+
+def load_learned(path: str | Path) -> LearnedConcept:
+    """Load a run folder (or its learned_embeds.safetensors)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / EMBEDS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path}: no {EMBEDS_FILE}; pass the --out folder of a finished `lego invert` run")
+    if file.suffix != ".safetensors":
+        raise UserError(f"{file}: only .safetensors concept files are loaded")
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("lego_inversion", "{}"))
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{file}: not a readable safetensors file ({exc})") from None
+    concept = meta.get("concept") or {}
+    slots = meta.get("slots") or ["text_encoder"]
+    tokens = meta.get("tokens") or [k for k in tensors if "::" not in k]
+    subject = meta.get("subject_token")
+    vectors = {}
+    for token in ([subject] if subject else []) + tokens:
+        try:
+            vectors[token] = [tensors[_key(token, s, name)] for s, name in enumerate(slots)]
+        except KeyError as exc:
+            raise UserError(f"{file}: missing tensor {exc.args[0]!r}; the file is incomplete") from None
+    return LearnedConcept(name=concept.get("name", file.parent.name), tokens=tokens, subject_token=subject,
+                          vectors=vectors, slots=slots, meta=meta)
+
+
+def export_diffusers(vectors: dict[str, list[torch.Tensor]], slots: list[str], folder: Path) -> list[Path]:
+    """One file per token (single key = the token) that `pipe.load_textual_inversion(path)` loads unchanged.
+
+    With several text encoders (SDXL) each gets a subfolder named after it: load each file into its encoder
+    with `load_textual_inversion(file, token=..., text_encoder=..., tokenizer=...)`.
+    """
+    written = []
+    for s, slot in enumerate(slots):
+        base = folder if len(slots) == 1 else folder / slot
+        for token, vecs in vectors.items():
+            written.append(atomic_save_file(base / f"{file_stem(token)}.safetensors", {token: vecs[s].float()}))
+    return written
+
+
+def export(concept: LearnedConcept, fmt: str, out: str | Path, include_subject: bool = False) -> list[Path]:
+    """Write `concept` (its concept tokens as one multi-vector embedding) in another tool's format."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if fmt == "diffusers":
+        vectors = {t: concept.vectors[t] for t in (concept.all_tokens if include_subject else concept.tokens)}
+        return export_diffusers(vectors, concept.slots, out)
+    groups = [(concept.name, concept.tokens)]
+    if include_subject and concept.subject_token:
+        groups.append((f"{concept.name}-subject", [concept.subject_token]))
+    written = []
+    for i, (name, tokens) in enumerate(groups):
+        target = out if i == 0 else out.with_name(f"{out.stem}-subject{out.suffix}")
+        if len(concept.slots) > 1:  # SDXL: both tools read clip_l / clip_g (safetensors)
+            tensors = {SDXL_KEYS.get(s, s): concept.matrix(tokens, i_slot) for i_slot, s in enumerate(concept.slots)}
+            written.append(atomic_save_file(target.with_suffix(".safetensors"), tensors))
+        elif fmt == "a1111":  # Automatic1111's textual-inversion .pt layout
+            matrix = concept.matrix(tokens)
+            payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": matrix}, "name": name,
+                       "step": int(concept.meta.get("step", 0)), "sd_checkpoint": None, "sd_checkpoint_name": None}
+            written.append(atomic_torch_save(target.with_suffix(".pt"), payload))
+        else:  # comfyui / kohya
+            written.append(atomic_save_file(target.with_suffix(".safetensors"), {"emb_params": concept.matrix(tokens)}))
+    return written

@@ -1,0 +1,87 @@
+"""Lego's two losses: the inversion loss (Eq. 1) and the Context Loss (Eq. 2); Eq. 3 combines them.
+
+    from lego_inversion.losses import context_loss, diffusion_target, diffusion_loss
+    l_ctx = context_loss(concept_embeds, positives, negatives, temperature=0.07)     # Eq. 2
+    target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
+    l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
+
+Positive and negative *words* become embedding rows in `words_to_rows`: a word or phrase is tokenized without
+special tokens, each of its tokens is looked up in the text encoder's frozen input-embedding table, and the
+rows are averaged, so "frozen in ice" or a word the tokenizer splits into sub-words ("dripping" -> "drip",
+"##ping") gives one row in the same space as the learned token. This is done once per run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def context_loss(
+    concept_embeds: torch.Tensor,
+    positives: list[torch.Tensor],
+    negatives: list[torch.Tensor],
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Multi-positive InfoNCE of Eq. 2 (Lego §4.4), summed over the n concept tokens.
+
+        L = -Σ_i log( Σ_k exp(s(c_i, P_ik)/τ) / (Σ_k exp(s(c_i, P_ik)/τ) + Σ_k exp(s(c_i, N_ik)/τ)) )
+
+    with s the cosine similarity. `concept_embeds` is [n, d]; `positives[i]` is [p_i, d] and `negatives[i]` is
+    [q_i, d]. Computed with logsumexp, so it is exact and stable even for tiny τ. Returns a scalar.
+    """
+    if concept_embeds.dim() != 2:
+        raise ValueError(f"concept_embeds must be [n, d], got shape {tuple(concept_embeds.shape)}")
+    n = concept_embeds.shape[0]
+    if len(positives) != n or len(negatives) != n:
+        raise ValueError(f"need one positive and one negative set per concept token ({n}), got "
+                         f"{len(positives)} and {len(negatives)}")
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    total = concept_embeds.new_zeros(())
+    for c, pos, neg in zip(concept_embeds, positives, negatives):
+        if pos.shape[0] == 0 or neg.shape[0] == 0:
+            raise ValueError("every concept token needs at least one positive and one negative embedding")
+        c = F.normalize(c.float(), dim=-1)
+        pos_logits = F.normalize(pos.float(), dim=-1) @ c / temperature
+        neg_logits = F.normalize(neg.float(), dim=-1) @ c / temperature
+        log_num = torch.logsumexp(pos_logits, dim=0)
+        log_den = torch.logsumexp(torch.cat([pos_logits, neg_logits]), dim=0)
+        total = total + (log_den - log_num)
+    return total
+
+
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the denoiser is trained to predict, from the scheduler's `prediction_type`.
+
+    epsilon: ε.  v_prediction: v = α_t ε − σ_t x0 (Salimans & Ho), via the scheduler's own `get_velocity`.
+    sample: x0. Any other type is an error, not a silent fallback to ε.
+    """
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"unsupported prediction_type {kind!r}; supported: epsilon, v_prediction, sample")
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 per sample: mean squared error over all but the batch dimension -> [B]."""
+    return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+
+
+def words_to_rows(words: list[str], tokenizer, embedding: torch.Tensor) -> torch.Tensor:
+    """Embed words/phrases as rows of the frozen input-embedding matrix (mean over their tokens) -> [len, d].
+
+    Raises ValueError naming the word if the tokenizer produces no token, or only the unknown token, for it.
+    """
+    rows = []
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for word in words:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids or (unk is not None and all(i == unk for i in ids)):
+            raise ValueError(f"the tokenizer cannot embed {word!r} (it maps to no known token)")
+        rows.append(embedding[torch.tensor(ids, device=embedding.device)].float().mean(dim=0))
+    return torch.stack(rows)

@@ -1,0 +1,87 @@
+"""Eq. 1 / Eq. 2 against independent hand computations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target, words_to_rows
+
+
+def hand_context_loss(c, positives, negatives, tau):
+    """Eq. 2 written out literally with numpy: -Σ_i log(Σ_k e^{s/τ} / (Σ_k e^{s/τ} + Σ_k e^{s'/τ}))."""
+    total = 0.0
+    for ci, P, N in zip(c, positives, negatives):
+        cos = lambda a, b: float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+        num = sum(math.exp(cos(ci, p) / tau) for p in P)
+        den = num + sum(math.exp(cos(ci, n) / tau) for n in N)
+        total += -math.log(num / den)
+    return total
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.5, 2.0])
+def test_context_loss_matches_hand_computation(tau):
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(2, 5))
+    P = [rng.normal(size=(3, 5)), rng.normal(size=(1, 5))]
+    N = [rng.normal(size=(2, 5)), rng.normal(size=(4, 5))]
+    got = context_loss(torch.tensor(c), [torch.tensor(p) for p in P], [torch.tensor(n) for n in N], temperature=tau)
+    assert got.shape == ()
+    assert float(got) == pytest.approx(hand_context_loss(c, P, N, tau), rel=1e-5)
+
+
+def test_context_loss_pulls_towards_positives():
+    pos, neg = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    near_pos = context_loss(torch.tensor([[0.9, 0.1]]), [pos], [neg])
+    near_neg = context_loss(torch.tensor([[0.1, 0.9]]), [pos], [neg])
+    assert near_pos < near_neg
+    c = torch.tensor([[0.5, 0.5]], requires_grad=True)
+    context_loss(c, [pos], [neg]).backward()
+    assert c.grad[0, 0] < 0 < c.grad[0, 1]  # gradient descent moves c towards the positive, away from the negative
+
+
+def test_context_loss_rejects_empty_sets():
+    with pytest.raises(ValueError):
+        context_loss(torch.ones(1, 2), [torch.ones(0, 2)], [torch.ones(1, 2)])
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_diffusion_target_by_prediction_type(kind):
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=kind)
+    x0, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    got = diffusion_target(sched, x0, eps, t)
+    abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = {"epsilon": eps, "sample": x0, "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0}[kind]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_prediction_type_is_an_error():
+    sched = DDPMScheduler()
+    sched.register_to_config(prediction_type="flow")
+    with pytest.raises(ValueError, match="flow"):
+        diffusion_target(sched, torch.zeros(1), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+
+
+def test_diffusion_loss_is_per_sample_mse():
+    pred, target = torch.zeros(2, 1, 2, 2), torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2)
+    torch.testing.assert_close(diffusion_loss(pred, target), torch.tensor([1.0, 9.0]))
+
+
+class _Tok:
+    unk_token_id = 0
+    vocab = {"frozen": [3], "in": [1], "ice": [2], "zzz": [0]}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [i for w in text.split() for i in self.vocab[w]]}
+
+
+def test_words_to_rows_averages_tokens_and_rejects_unknown():
+    table = torch.arange(12, dtype=torch.float32).view(4, 3)
+    rows = words_to_rows(["frozen in ice", "ice"], _Tok(), table)
+    torch.testing.assert_close(rows[0], table[[3, 1, 2]].mean(0))
+    torch.testing.assert_close(rows[1], table[2])
+    with pytest.raises(ValueError, match="zzz"):
+        words_to_rows(["zzz"], _Tok(), table)

@@ -1,0 +1,147 @@
+"""The trainer: frozen model, every method, gradient routing, resume, crash safety, input checks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CONCEPT_TOML, make_concept
+from lego_inversion.backbones import load_backbone
+from lego_inversion.concept import load_concept
+from lego_inversion.config import InversionConfig
+from lego_inversion.errors import UserError
+from lego_inversion.trainer import InversionRun, invert
+
+FAST = dict(steps=3, checkpoint_every=2, validation_steps=2, validation_images=2)
+
+
+def _snapshot(backbone):
+    state = {}
+    for name, module in [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]:
+        for key, value in module.state_dict().items():
+            if ".extra" not in key:
+                state[f"{name}.{key}"] = value.detach().clone()
+    return state
+
+
+def test_only_new_rows_change(tiny_sd, concept_dir, tmp_path):
+    backbone = load_backbone(str(tiny_sd))
+    before = _snapshot(backbone)
+    original_rows = backbone.slots[0].base_table.detach().clone()
+    run = invert(concept_dir, tmp_path / "run", InversionConfig(**FAST), backbone=backbone, progress=False)
+    after = _snapshot(backbone)
+    assert before.keys() == after.keys() and len(before) > 50
+    for key in before:
+        assert torch.equal(before[key], after[key]), f"{key} changed"
+    assert torch.equal(original_rows, backbone.slots[0].base_table)
+    learned = load_file(run / "learned_embeds.safetensors")
+    init = backbone.slots[0].init_vector("melted")
+    assert not torch.allclose(learned["<melted>"], init), "the concept row was not optimised"
+
+
+@pytest.mark.parametrize("method, has_subject, terms", [
+    ("lego", True, {"loss", "loss_concept", "loss_subject", "loss_context"}),
+    ("ss-only", True, {"loss", "loss_concept", "loss_subject"}),
+    ("cl-only", False, {"loss", "loss_concept", "loss_context"}),
+    ("ti", False, {"loss", "loss_concept"}),
+])
+def test_methods_are_one_code_path(tiny_sd, concept_dir, tmp_path, method, has_subject, terms):
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    run = InversionRun(spec, backbone, InversionConfig(method=method, **FAST), tmp_path / "out")
+    assert set(run.losses()) == terms
+    expected_caption = "a photo of a <subj> that is <melted>" if has_subject else "a photo of a cube that is <melted>"
+    assert run.with_set.captions[0] == expected_caption
+    assert (run.without_set is not None) == has_subject
+    assert len(run.optimizer.param_groups[0]["params"]) == 1  # only the new rows
+    assert run.optimizer.param_groups[0]["params"][0].shape[0] == (2 if has_subject else 1)
+    total = run.losses()
+    total_expected = total["loss_concept"] + total.get("loss_subject", 0) + 0.01 * total.get("loss_context", 0)
+    assert float(total["loss"]) == pytest.approx(float(total_expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("subject_from_with", [True, False])
+def test_subject_gradient_from_with_images_is_optional(tiny_sd, concept_dir, tmp_path, subject_from_with):
+    backbone = load_backbone(str(tiny_sd))
+    run = InversionRun(load_concept(concept_dir), backbone,
+                       InversionConfig(subject_from_with=subject_from_with, **FAST), tmp_path / "o")
+    run.losses()["loss_concept"].backward()
+    grad = run.params["rows/text_encoder"].grad
+    subj, cpt = grad[0], grad[1]
+    assert cpt.abs().sum() > 0
+    assert (subj.abs().sum() > 0) == subject_from_with
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tiny_sd, concept_dir, tmp_path, monkeypatch):
+    config = InversionConfig(steps=6, checkpoint_every=2, validation_steps=2, validation_images=1)
+    full = invert(concept_dir, tmp_path / "full", config, model=str(tiny_sd), progress=False)
+
+    original = InversionRun.train_step
+
+    def interrupted(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(InversionRun, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), progress=False)
+    assert not (tmp_path / "part" / "learned_embeds.safetensors").exists()
+    monkeypatch.setattr(InversionRun, "train_step", original)
+    with pytest.raises(UserError, match="--resume"):
+        invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), progress=False)
+    resumed = invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), resume=True, progress=False)
+    a, b = load_file(full / "learned_embeds.safetensors"), load_file(resumed / "learned_embeds.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(UserError, match="learning_rate"):
+        invert(concept_dir, tmp_path / "part", InversionConfig(steps=6, learning_rate=1.0), model=str(tiny_sd),
+               resume=True, progress=False)
+
+
+def test_kill_minus_nine_loses_at_most_one_checkpoint_interval(tiny_sd, concept_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lego_inversion", "invert", str(concept_dir), "--out", str(out), "--model",
+           str(tiny_sd), "--steps", "400", "--checkpoint-every", "2", "--no-progress", "--validation-steps", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"CI": "1"})
+    ckpt = out / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and time.time() - ckpt.stat().st_mtime > 0.5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint written within 120 s"
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as fh:  # the checkpoint on disk is complete and readable
+        step = json.loads(fh.metadata()["lego_checkpoint"])["step"]
+    assert step >= 2 and step % 2 == 0
+    config = json.loads((out / "config.json").read_text())
+    config["steps"] = step + 2
+    resumed = invert(concept_dir, out, InversionConfig.from_dict(config), model=str(tiny_sd), resume=True,
+                     progress=False)
+    assert json.loads((resumed / "concept.json").read_text())["step"] == step + 2
+
+
+def test_token_already_in_vocabulary_writes_nothing(tiny_sd, tmp_path):
+    concept = make_concept(tmp_path / "c", CONCEPT_TOML.replace('token = "<melted>"', 'token = "cube"'))
+    with pytest.raises(UserError, match="'cube' already exists"):
+        invert(concept, tmp_path / "out", InversionConfig(**FAST), model=str(tiny_sd), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_context_words_fail_before_loading_the_model(tmp_path):
+    concept = make_concept(tmp_path / "c", CONCEPT_TOML.replace('positives = ["melted", "molten", "dripping"]', ""))
+    with pytest.raises(UserError, match="no positives"):
+        invert(concept, tmp_path / "out", InversionConfig(**FAST), model="/nonexistent", progress=False)
+    assert not (tmp_path / "out").exists()
+    invert_ti = pytest.raises(UserError, match="cannot load model")  # ti needs no context words: gets further
+    with invert_ti:
+        invert(concept, tmp_path / "out", InversionConfig(method="ti", **FAST), model="/nonexistent", progress=False)
