@@ -105,15 +105,18 @@ class InversionRun:
         """Loss terms of one step (Eq. 3); 'loss' is the total that is back-propagated."""
         cfg, bb, g = self.config, self.backbone, self.generator
         latents, ids = self.with_set.sample(cfg.batch_size, g, cfg.flip_p)
-        frozen = None if cfg.subject_from_with else self.subject_ids
-        conds = [bb.encode_text(ids, frozen_ids=frozen)]
         n_subject = 0
-        if self.without_set is not None:
+        if self.without_set is None:
+            cond = bb.encode_text(ids)
+        else:
             subj_latents, subj_ids = self.without_set.sample(cfg.batch_size, g, cfg.flip_p)
             n_subject = subj_latents.shape[0]
             latents = torch.cat([subj_latents, latents])
-            conds.insert(0, bb.encode_text(subj_ids))
-        cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+            if cfg.subject_from_with:  # one text-encoder call for both batches
+                cond = bb.encode_text([torch.cat(pair) for pair in zip(subj_ids, ids)])
+            else:  # <subj> enters the concept batch as a constant (§4.3 variant)
+                conds = [bb.encode_text(subj_ids), bb.encode_text(ids, frozen_ids=self.subject_ids)]
+                cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
         noise = torch.randn(latents.shape, generator=g).to(latents.device)
         timesteps = torch.randint(bb.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                   generator=g).to(latents.device)
