@@ -125,5 +125,15 @@ def test_large_image_is_reduced(tmp_path):
     Image.new("RGB", (4000, 3000), (0, 0, 255)).save(path, quality=80)
     out = load_image(path, size=64)
     assert out.size == (64, 64)
-    r, g, b = np.asarray(out).reshape(-1, 3).mean(0)
+    r, _, b = np.asarray(out).reshape(-1, 3).mean(0)
     assert b > 240 and r < 15
+
+
+def test_commented_example_schema_is_valid(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "concept.example.toml"
+    root = make_concept(tmp_path / "ex", example.read_text())
+    spec = load_concept(root)
+    assert spec.name == "melted" and spec.subject_token == "<subj>" and spec.tokens == ["<melted>"]
+    assert spec.validation["subjects"] == ["teddy bear", "sphere"]

@@ -43,7 +43,7 @@ def test_prompt_seed_mismatch(gen):
 
 
 def test_wrong_base_model_is_refused(tmp_path, melted_run):
-    from lego_inversion.testing import build_tiny_sd, tiny_clip_text_encoder  # noqa: F401
+    from lego_inversion.testing import build_tiny_sd, tiny_clip_text_encoder
 
     from diffusers import StableDiffusionPipeline
 

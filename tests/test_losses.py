@@ -14,7 +14,9 @@ def hand_context_loss(c, positives, negatives, tau):
     """Eq. 2 written out literally with numpy: -Σ_i log(Σ_k e^{s/τ} / (Σ_k e^{s/τ} + Σ_k e^{s'/τ}))."""
     total = 0.0
     for ci, P, N in zip(c, positives, negatives):
-        cos = lambda a, b: float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+        def cos(a, b):
+            return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
         num = sum(math.exp(cos(ci, p) / tau) for p in P)
         den = num + sum(math.exp(cos(ci, n) / tau) for n in N)
         total += -math.log(num / den)

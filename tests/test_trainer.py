@@ -23,7 +23,8 @@ FAST = dict(steps=3, checkpoint_every=2, validation_steps=2, validation_images=2
 
 def _snapshot(backbone):
     state = {}
-    for name, module in [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]:
+    modules = [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]
+    for name, module in modules:
         for key, value in module.state_dict().items():
             if ".extra" not in key:
                 state[f"{name}.{key}"] = value.detach().clone()

@@ -88,7 +88,7 @@ class InversionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "InversionConfig":
+    def from_dict(cls, data: dict[str, Any]) -> InversionConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

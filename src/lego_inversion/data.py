@@ -30,7 +30,7 @@ class ExemplarSet:
     @classmethod
     @torch.no_grad()
     def build(cls, backbone, images: list[Path], captions: list[str], resolution: int,
-              chunk: int = 4) -> "ExemplarSet":
+              chunk: int = 4) -> ExemplarSet:
         pixels = torch.stack([to_tensor(load_image(p, size=resolution)) for p in images])
         both = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [2N, 3, H, W]
         means, stds = [], []

@@ -49,7 +49,8 @@ class InversionRun:
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
         self._check_words()
-        backbone.add_tokens(self.tokens, [spec.subject_init] * bool(self.subject_token) + [c.init for c in spec.concepts])
+        inits = [spec.subject_init] * bool(self.subject_token) + [c.init for c in spec.concepts]
+        backbone.add_tokens(self.tokens, inits)
         self.subject_ids = backbone.token_ids([self.subject_token]) if self.subject_token else None
         self.concept_ids = backbone.token_ids(spec.tokens)
         self.resolution = config.resolution or backbone.resolution

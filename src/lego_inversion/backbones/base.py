@@ -113,7 +113,7 @@ class Backbone:
         size = self.unet.config.sample_size
         return (size[0] if isinstance(size, (list, tuple)) else size) * self.vae_scale_factor
 
-    def to(self, device) -> "Backbone":
+    def to(self, device) -> Backbone:
         self.pipe.to(device)
         return self
 
@@ -190,7 +190,8 @@ class Backbone:
                guidance_scale: float | None = None, negative_prompt: str | None = None):
         """Generate with the pipeline's own `__call__` from given initial latents -> list of PIL images."""
         guidance = self.default_guidance_scale if guidance_scale is None else guidance_scale
-        kwargs = self.pipeline_kwargs(latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
+        scale = self.vae_scale_factor
+        kwargs = self.pipeline_kwargs(latents.shape[-2] * scale, latents.shape[-1] * scale)
         if negative_prompt is not None:
             kwargs["negative_prompt"] = [negative_prompt] * len(prompts)
         out = self.pipe(prompt=list(prompts), latents=latents.to(self.device, self.dtype),

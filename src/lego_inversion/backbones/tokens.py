@@ -14,7 +14,7 @@ original rows are bit-identical by construction, not by restoration.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ class TokenExtension(nn.Module):
         self._frozen: torch.Tensor | None = None
 
     @classmethod
-    def install(cls, encoder: nn.Module) -> "TokenExtension":
+    def install(cls, encoder: nn.Module) -> TokenExtension:
         """Wrap `encoder`'s input embedding once; later calls return the installed extension."""
         current = encoder.get_input_embeddings()
         if isinstance(current, cls):
