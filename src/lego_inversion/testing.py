@@ -105,3 +105,91 @@ def build_tiny_sd(folder: str | Path, prediction_type: str = "epsilon", seed: in
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_tiny_sdxl(folder: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """A random StableDiffusionXLPipeline (16 px images) saved with safetensors to `folder`.
+
+    Two CLIP tokenizers with the real vocabulary (tokenizer_2 pads with "!", as SDXL's does) and two text
+    encoders of different widths (32 = "clip_l", 64 = "clip_g" with a 32-d projection), both with the legacy
+    `eos_token_id = 2` of the released SDXL configs, so the pooled-EOS fix of the adapter is exercised.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    src = folder / "_tokenizer_src"
+    tokenizer = build_clip_tokenizer(src)
+    tokenizer_2 = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"), pad_token="!",
+                                model_max_length=77)
+
+    def text_config(hidden: int, projection: int) -> CLIPTextConfig:
+        return CLIPTextConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3,
+                              num_attention_heads=4, vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77,
+                              bos_token_id=0, eos_token_id=2, pad_token_id=1, projection_dim=projection,
+                              hidden_act="gelu")
+
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(text_config(32, 32))
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(64, 32))
+    time_dim = 8
+    unet = tiny_unet(cross_attention_dim=32 + 64, seed=seed, addition_embed_type="text_time",
+                     addition_time_embed_dim=time_dim, projection_class_embeddings_input_dim=6 * time_dim + 32,
+                     use_linear_projection=True)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading", prediction_type=prediction_type)
+    pipe = StableDiffusionXLPipeline(vae=tiny_vae(seed), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+# Enough word pieces for any lower-case ASCII word: every letter, as a word start and as a "##" continuation.
+_BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_BERT_WORDS = ("a an the of photo that is cube teddy bear sphere melted molten drip ##ping solid intact frozen "
+               "ice fire painting on in and with").split()
+
+
+def build_bert_tokenizer(folder: str | Path):
+    """A small lower-casing BertTokenizer (vocab.txt written to `folder`) that can spell any ASCII word."""
+    import string
+
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits) + list(string.punctuation)
+    vocab = _BERT_SPECIAL + list(dict.fromkeys(chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+                                               + _BERT_WORDS))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=77)
+
+
+def build_tiny_ldm(folder: str | Path, seed: int = 0, autoencoder: str = "vq") -> Path:
+    """A random LDMTextToImagePipeline like CompVis ldm-text2im-large-256 in miniature, saved to `folder`.
+
+    LDMBert text encoder (32-d, 2 layers) + BertTokenizer, a 2× `VQModel` ("vq") or `AutoencoderKL` ("kl"),
+    8×8×4 latents (16 px images), DDIM scheduler.
+    """
+    from diffusers import DDIMScheduler, LDMTextToImagePipeline, VQModel
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+
+    folder = Path(folder)
+    tokenizer = build_bert_tokenizer(folder / "_tokenizer_src")
+    torch.manual_seed(seed)
+    bert = LDMBertModel(LDMBertConfig(vocab_size=len(tokenizer), max_position_embeddings=77, encoder_layers=2,
+                                      encoder_ffn_dim=64, encoder_attention_heads=4, head_dim=8, d_model=32))
+    torch.manual_seed(seed)
+    if autoencoder == "vq":
+        vae = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), layers_per_block=1,
+                      latent_channels=4, num_vq_embeddings=64, norm_num_groups=8, sample_size=16)
+    else:
+        vae = tiny_vae(seed)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False)
+    pipe = LDMTextToImagePipeline(vqvae=vae, bert=bert, tokenizer=tokenizer, unet=tiny_unet(seed=seed),
+                                  scheduler=scheduler)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -265,7 +265,7 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
         spec.check_context_words()
     resuming = _prepare_out_dir(out_dir, config, resume)
     if backbone is None:
-        backbone = load_backbone(model, device=config.device)
+        backbone = load_backbone(model, device=config.device, allow_pickle=allow_pickle)
     run = InversionRun(spec, backbone, config, out_dir)
     created = not out_dir.exists()
     try:

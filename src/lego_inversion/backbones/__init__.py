@@ -20,10 +20,12 @@ import torch
 from ..errors import UserError
 from .base import Backbone, TextSlot
 from .ldm import LDMBackbone
+from .sdxl import StableDiffusionXLBackbone
 from .stable_diffusion import StableDiffusionBackbone
 
 ADAPTERS: dict[str, type[Backbone]] = {
     "StableDiffusionPipeline": StableDiffusionBackbone,
+    "StableDiffusionXLPipeline": StableDiffusionXLBackbone,
     "LDMTextToImagePipeline": LDMBackbone,
 }
 TOY_MODEL = "toy"
@@ -79,7 +81,7 @@ def load_backbone(model: str | os.PathLike | None = None, device: str | None = N
     try:
         pipe = DiffusionPipeline.from_pretrained(
             model_id, dtype=DTYPES[dtype], use_safetensors=None if allow_pickle else True)
-    except (OSError, EnvironmentError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ("" if local.exists() else " (no local folder of that name, and the model hub is unreachable or "
                 "does not have it)")
