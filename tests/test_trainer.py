@@ -146,3 +146,13 @@ def test_missing_context_words_fail_before_loading_the_model(tmp_path):
     invert_ti = pytest.raises(UserError, match="cannot load model")  # ti needs no context words: gets further
     with invert_ti:
         invert(concept, tmp_path / "out", InversionConfig(method="ti", **FAST), model="/nonexistent", progress=False)
+
+
+def test_word_the_tokenizer_cannot_embed_writes_nothing(tmp_path):
+    from lego_inversion.testing import build_tiny_ldm
+
+    model = build_tiny_ldm(tmp_path / "ldm")  # a BERT word-piece vocabulary: non-ASCII words map to [UNK]
+    concept = make_concept(tmp_path / "c", CONCEPT_TOML.replace('"dripping"]', '"溶けた"]'))
+    with pytest.raises(UserError, match=r"concept\[0\]\.positives: the tokenizer cannot embed '溶けた'"):
+        invert(concept, tmp_path / "out", InversionConfig(**FAST), model=str(model), progress=False)
+    assert not (tmp_path / "out").exists()
