@@ -129,7 +129,7 @@ def main() -> None:
             result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         print(json.dumps(result))
         return
-    from conftest import make_concept
+    from concept_fixtures import make_concept
 
     work = Path(tempfile.mkdtemp())
     model = args.model

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import CONCEPT_TOML, make_concept
+from concept_fixtures import CONCEPT_TOML, make_concept
 from lego_inversion.cli import main
 
 

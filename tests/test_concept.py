@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CONCEPT_TOML, make_concept
+from concept_fixtures import CONCEPT_TOML, make_concept
 from lego_inversion.concept import load_concept
 from lego_inversion.errors import UserError
 from lego_inversion.images import load_image

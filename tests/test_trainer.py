@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CONCEPT_TOML, make_concept
+from concept_fixtures import CONCEPT_TOML, make_concept
 from lego_inversion.backbones import load_backbone
 from lego_inversion.concept import load_concept
 from lego_inversion.config import InversionConfig

@@ -1,0 +1,127 @@
+"""Tiny random evaluator models built from configs (no network): BLIP-2 (T5 or OPT), OWLv2, CLIP, DINOv2.
+
+    path = build_blip2(tmp_path / "blip2", text="t5")   # save_pretrained folder, loadable by models.BlipVqa
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ("question answer is the a an of photo toy bear car cube frozen in ice melted yes no three four five "
+         "cat dog on rope closed eyes , ? : .").split()
+
+
+def word_tokenizer(bos: bool, eos: bool, extra=("<image>",)):
+    """A whitespace WordLevel tokenizer over WORDS (lower-cased), wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<s>", "<unk>", *extra]
+    vocab = {t: i for i, t in enumerate(specials + list(WORDS))}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    single = " ".join((["<s>"] if bos else []) + ["$A"] + (["</s>"] if eos else []))
+    tok.post_processor = processors.TemplateProcessing(
+        single=single, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>", model_max_length=64)
+
+
+def build_blip2(path: Path, text: str = "t5", seed: int = 0) -> Path:
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
+                              OPTConfig, T5Config)
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer(bos=(text == "opt"), eos=(text == "t5"))
+    vocab = len(tok)
+    if text == "t5":
+        tcfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
+                        num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    else:
+        tcfg = OPTConfig(vocab_size=vocab, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
+                         word_embed_proj_dim=32, max_position_embeddings=128, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1)
+    cfg = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            encoder_hidden_size=32, vocab_size=vocab),
+        text_config=tcfg.to_dict(), num_query_tokens=4, image_token_id=tok.convert_tokens_to_ids("<image>"))
+    model = Blip2ForConditionalGeneration(cfg).eval()
+    proc = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tok, num_query_tokens=4)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_owlv2(path: Path, seed: int = 0) -> Path:
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer(bos=True, eos=True, extra=())
+    cfg = Owlv2Config(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=32)
+    model = Owlv2ForObjectDetection(cfg).eval()
+    proc = Owlv2Processor(Owlv2ImageProcessor(size={"height": 32, "width": 32}), tok)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_clip(path: Path, seed: int = 0) -> Path:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer(bos=True, eos=True, extra=())
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    model = CLIPModel(cfg).eval()
+    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tok)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_dino(path: Path, seed: int = 0) -> Path:
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8)
+    Dinov2Model(cfg).eval().save_pretrained(path)
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                      do_center_crop=True).save_pretrained(path)
+    return path
+
+
+def build_owlvit(path: Path, seed: int = 0) -> Path:
+    """OWL-ViT (v1): the same Detector code path as OWLv2, with its own processor."""
+    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer(bos=True, eos=True, extra=())
+    cfg = OwlViTConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=32)
+    OwlViTForObjectDetection(cfg).eval().save_pretrained(path)
+    OwlViTProcessor(OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
+                    tok).save_pretrained(path)
+    return path
