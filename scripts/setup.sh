@@ -9,7 +9,12 @@ PIP="$PY -m pip install -q --disable-pip-version-check"
 $PIP "${TORCH_SPEC:-torch==2.13.0}"
 $PIP --no-deps "open_clip_torch>=2.20"
 $PIP -e ".[study,dev]"
-# PyPI's torchvision does not import beside the CPU build of torch and breaks transformers' image processors.
-if $PY -c "import torchvision" >/dev/null 2>&1; then :; else $PY -m pip uninstall -y -q torchvision >/dev/null 2>&1 || true; fi
+# PyPI's torchvision does not import beside the CPU build of torch and breaks transformers' image processors;
+# timm without a working torchvision breaks `accelerate launch`. Remove either only when it is broken.
+for pkg in torchvision timm; do
+  if $PY -m pip show -q "$pkg" >/dev/null 2>&1 && ! $PY -c "import $pkg" >/dev/null 2>&1; then
+    echo "setup: removing $pkg, which does not import here"; $PY -m pip uninstall -y -q "$pkg" >/dev/null 2>&1 || true
+  fi
+done
 if [ "${1:-}" = "--system" ] && [ -f scripts/system_deps.sh ]; then bash scripts/system_deps.sh; fi
 echo "lego-inversion is set up: try 'lego --help'"

@@ -17,12 +17,13 @@ def test_invert_generate_export_end_to_end(tiny_sd, tmp_path, capsys):
     assert (run / "validation" / "step_000002.png").is_file()
     gen = tmp_path / "gen"
     assert main(["generate", "--concept", str(run), "--prompt", "a photo of a bear that is {concept}",
-                 "--prompt", "a {subject}", "--out", str(gen), "--num-images", "2", "--steps", "2",
+                 "--prompt", "a {subject}", "--out", str(gen), "--num-images", "2", "--steps", "2", "--subject", "bear",
                  "--seed", "5"]) == 0
     records = [json.loads(line) for line in (gen / "images.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in records] == [5, 6, 5, 6]
     assert records[0]["expanded_prompt"] == "a photo of a bear that is <melted>"
     assert records[2]["expanded_prompt"] == "a <subj>" and records[0]["method"] == "lego"
+    assert records[0]["subject"] == "bear"
     assert all((gen / r["file"]).is_file() for r in records) and (gen / "grid.png").is_file()
     assert main(["export", str(run), "--format", "comfyui", "--out", str(tmp_path / "m.safetensors")]) == 0
     assert (tmp_path / "m.safetensors").is_file()

@@ -54,6 +54,7 @@ def register(subparsers) -> None:
     g.add_argument("--steps", type=int, default=50, help="sampler steps")
     g.add_argument("--guidance-scale", type=float, default=None, help="default: the model's")
     g.add_argument("--negative-prompt", default=None)
+    g.add_argument("--subject", default=None, help="the target subject, recorded in images.jsonl for evaluation")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default="float32")
@@ -106,7 +107,7 @@ def run_generate(args) -> int:
         atomic_save_image(args.out / name, image)
         records.append({"file": name, "prompt": prompt, "expanded_prompt": gen.expand_prompt(prompt),
                         "seed": seed, "concepts": list(gen.concepts), "model": gen.backbone.model_id,
-                        "method": _method(gen)})
+                        "method": _method(gen), "subject": args.subject})
     atomic_write_text(args.out / "images.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     grid = atomic_save_image(args.out / "grid.png", make_grid(images, cols=args.num_images))
     print(f"{len(images)} images in {args.out}; grid: {grid}")

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import run_cli
-from test_end_to_end import write_config
+from eval_helpers import run_cli, write_config
 
 HERE = Path(__file__).parent
 SRC = HERE.parents[1] / "src"

@@ -3,48 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from conftest import make_concept_folder, run_cli, write_images
+from eval_helpers import run_cli, write_config
 
 from lego_inversion.evaluation import scoring
-
-
-def write_config(tmp: Path, tiny: dict, num_images: int = 3, metrics=("vqa", "count", "clip", "dino")) -> Path:
-    ex = write_images(tmp / "exemplars", 2, seed0=500)
-    frozen = make_concept_folder(tmp / "runs/frozen_lego", "frozen", "lego", ex,
-                                 questions=["Is the {target} frozen in ice?"], description="frozen in ice")
-    frozen_ti = make_concept_folder(tmp / "runs/frozen_ti", "frozen", "ti", ex)
-    three = make_concept_folder(tmp / "runs/three", "three", "lego", ex, count=3, description="three")
-    cfg = tmp / "eval.toml"
-    cfg.write_text(f"""
-targets = ["toy bear", "cat"]
-num_images = {num_images}
-seed = 10
-metrics = {json.dumps(list(metrics))}
-methods = ["lego", "ti", "text"]
-[generation]
-num_inference_steps = 2
-batch_size = 2
-[models]
-vqa = "{tiny['vqa']}"
-detector = "{tiny['detector']}"
-clip = "{tiny['clip']}"
-dino = "{tiny['dino']}"
-batch_size = 4
-[[concepts]]
-name = "frozen"
-[concepts.methods]
-lego = "{frozen}"
-ti = "{frozen_ti}"
-[[concepts]]
-name = "three"
-prompt = "a photo of {{concept}} {{target}}s"
-[concepts.methods]
-lego = "{three}"
-""")
-    return cfg
 
 
 def test_generate_score_report(tmp_path, tiny, fake_generation):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_concept_folder, run_cli, write_images
+from eval_helpers import make_concept_folder, run_cli, write_images
 
 from lego_inversion.evaluation.config import load_eval_config
 from lego_inversion.evaluation.plan import folder_records, resolve_concepts

@@ -109,3 +109,19 @@ def test_model_load_errors(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"models\.dino = .*not a usable model"):
         M.DinoEmbedder(str(tmp_path / "empty"))
+
+
+def test_grounding_dino_scores_match_its_post_processing(tmp_path):
+    import tiny_models
+
+    det = M.Detector(str(tiny_models.build_grounding_dino(tmp_path / "gdino")), min_score=0.0)
+    assert det.grounding
+    ims = images(2, seed=4)
+    out = det.detect(ims, ["toy bear", "cat"])
+    enc = det.processor(images=ims, text=["toy bear.", "cat."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        raw = det.model(**enc)
+    ref = det.processor.post_process_grounded_object_detection(raw, enc["input_ids"], threshold=0.0,
+                                                               text_threshold=0.0)
+    for (scores, _), r in zip(out, ref):
+        assert scores == pytest.approx(sorted(r["scores"].tolist(), reverse=True), abs=1e-5)

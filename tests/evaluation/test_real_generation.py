@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import run_cli
+from eval_helpers import run_cli
 from PIL import Image
 
 

@@ -125,3 +125,27 @@ def build_owlvit(path: Path, seed: int = 0) -> Path:
     OwlViTProcessor(OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
                     tok).save_pretrained(path)
     return path
+
+
+def build_grounding_dino(path: Path, seed: int = 0) -> Path:
+    """Grounding DINO with a tiny Swin backbone and BERT text model (the project's small BERT tokenizer)."""
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    from lego_inversion.testing import build_bert_tokenizer
+
+    torch.manual_seed(seed)
+    tok = build_bert_tokenizer(path / "tokenizer")
+    cfg = GroundingDinoConfig(
+        backbone_config=SwinConfig(image_size=32, patch_size=4, embed_dim=32, depths=[1, 1], num_heads=[1, 1],
+                                   window_size=2, out_features=["stage1", "stage2"]).to_dict(),
+        text_config=BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32).to_dict(),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, num_feature_levels=2,
+        encoder_n_points=2, decoder_n_points=2, max_text_len=16, use_timm_backbone=False,
+        use_pretrained_backbone=False)
+    GroundingDinoForObjectDetection(cfg).eval().save_pretrained(path)
+    GroundingDinoProcessor(GroundingDinoImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}),
+                           tok).save_pretrained(path)
+    return path
