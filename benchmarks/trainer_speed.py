@@ -69,7 +69,10 @@ def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str
 
     spec = load_concept(concept)
     pipe = DiffusionPipeline.from_pretrained(model).to(device)
-    tok, enc, vae, unet = pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.unet
+    tok, unet = pipe.tokenizer, pipe.unet
+    ldm = hasattr(pipe, "bert")  # LDMTextToImagePipeline (toy model, LDM-256): BERT text side, 77 tokens
+    enc, vae = (pipe.bert, pipe.vqvae) if ldm else (pipe.text_encoder, pipe.vae)
+    max_length = 77 if ldm else tok.model_max_length
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     tokens = [spec.subject_token] + spec.tokens
     tok.add_tokens(tokens)
@@ -90,7 +93,7 @@ def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str
     images = spec.with_images + spec.without_images
     pixels = torch.stack([to_tensor(load_image(p, size=size)) for p in images]).to(device)
     prompt = spec.prompts["with"].format(subject=spec.subject_token, concept=" ".join(spec.tokens))
-    ids = tok([prompt] * (2 * batch), padding="max_length", max_length=tok.model_max_length, truncation=True,
+    ids = tok([prompt] * (2 * batch), padding="max_length", max_length=max_length, truncation=True,
               return_tensors="pt").input_ids.to(device)
 
     def step():

@@ -156,3 +156,28 @@ def test_word_the_tokenizer_cannot_embed_writes_nothing(tmp_path):
     with pytest.raises(UserError, match=r"concept\[0\]\.positives: the tokenizer cannot embed '溶けた'"):
         invert(concept, tmp_path / "out", InversionConfig(**FAST), model=str(model), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_distinct_captions_are_encoded_once_with_the_same_result(tiny_sd, concept_dir, tmp_path):
+    backbone = load_backbone(str(tiny_sd))
+    run = InversionRun(load_concept(concept_dir), backbone, InversionConfig(**FAST), tmp_path / "o")
+    assert run.with_set.ids[0].shape[0] == 1 and run.with_set.caption_index.tolist() == [0, 0]
+    backbone.slots[0].encoder.double()  # float64, so that "equal" means equal, not "equal up to rounding"
+    run.params["rows/text_encoder"].data = run.params["rows/text_encoder"].data.double()
+    captions = torch.tensor([0, 0, 0])
+    calls = []
+    original = backbone.encode_text
+    backbone.encode_text = lambda ids, frozen=None: calls.append(ids[0].shape[0]) or original(ids, frozen)
+    deduplicated = run.conditioning([(run.without_set, captions[:1]), (run.with_set, captions)])
+    backbone.encode_text = original
+    assert calls == [2]  # two distinct captions for four samples
+    rows = [run.without_set.ids[0][[0]], run.with_set.ids[0][[0, 0, 0]]]
+    direct = backbone.encode_text([torch.cat(rows)])
+    torch.testing.assert_close(deduplicated["encoder_hidden_states"], direct["encoder_hidden_states"])
+    grads = []
+    for cond in (deduplicated, direct):
+        run.params["rows/text_encoder"].grad = None
+        cond["encoder_hidden_states"].square().sum().backward()
+        grads.append(run.params["rows/text_encoder"].grad.clone())
+    relative = (grads[0] - grads[1]).norm() / grads[1].norm()
+    assert relative < 1e-9, relative

@@ -1,11 +1,14 @@
 """Exemplar images prepared once per run: the trainer's per-step work is only sampling from these tensors.
 
     exemplars = ExemplarSet.build(backbone, images, captions, resolution=512)
-    latents, ids = exemplars.sample(batch_size=2, generator=g, flip_p=0.5)
+    latents, caption_idx = exemplars.sample(batch_size=2, generator=g, flip_p=0.5)
+    exemplars.ids[slot][caption_idx]       # token ids of each sample's caption
 
 Each image is VAE-encoded once, both as is and horizontally flipped (the only augmentation), and the latent
 distribution's mean and std are kept; a step draws `mean + std * ε` (what `latent_dist.sample()` would
-give) without touching the VAE again. Captions are tokenized once, per text encoder.
+give) without touching the VAE again. Captions are tokenized once, per text encoder, and stored once per
+*distinct* caption: with the default templates every image of a set shares one caption, and the trainer
+encodes it once per step instead of once per sample.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ class ExemplarSet:
 
     mean: torch.Tensor            # [N, 2, C, h, w]: index 1 on dim 1 is the flipped image
     std: torch.Tensor             # same shape; zeros for a VQ autoencoder
-    ids: list[torch.Tensor]       # per text encoder: [N, L]
-    captions: list[str]
+    ids: list[torch.Tensor]       # per text encoder: [U, L] for the U distinct captions
+    caption_index: torch.Tensor   # [N]: image -> row of `ids`
+    captions: list[str]           # per image
 
     @classmethod
     @torch.no_grad()
@@ -40,17 +44,21 @@ class ExemplarSet:
             stds.append(s)
         mean = torch.cat(means).unflatten(0, (len(images), 2))
         std = torch.cat(stds).unflatten(0, (len(images), 2))
-        return cls(mean=mean, std=std, ids=backbone.tokenize(captions), captions=list(captions))
+        distinct = list(dict.fromkeys(captions))
+        index = torch.tensor([distinct.index(c) for c in captions])
+        return cls(mean=mean, std=std, ids=backbone.tokenize(distinct), caption_index=index, captions=list(captions))
 
     def __len__(self) -> int:
         return self.mean.shape[0]
 
-    def sample(self, batch_size: int, generator: torch.Generator, flip_p: float) -> tuple[torch.Tensor,
-                                                                                         list[torch.Tensor]]:
-        """Draw `batch_size` images (with replacement), random flips, one latent sample each."""
+    def sample(self, batch_size: int, generator: torch.Generator, flip_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw `batch_size` images (with replacement), random flips, one latent sample each.
+
+        Returns the latents and, per sample, the row of its caption in `ids`.
+        """
         idx = torch.randint(len(self), (batch_size,), generator=generator)
         flip = (torch.rand(batch_size, generator=generator) < flip_p).long()
         eps = torch.randn((batch_size, *self.mean.shape[2:]), generator=generator)
         idx_d, flip_d = idx.to(self.mean.device), flip.to(self.mean.device)
         latents = self.mean[idx_d, flip_d] + self.std[idx_d, flip_d] * eps.to(self.mean.device)
-        return latents, [ids[idx_d.to(ids.device)] for ids in self.ids]
+        return latents, self.caption_index[idx]

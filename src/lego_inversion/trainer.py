@@ -102,21 +102,37 @@ class InversionRun:
         return sets
 
     # -- one optimisation step --------------------------------------------------------------------------------
+    def conditioning(self, batches: list[tuple[ExemplarSet, torch.Tensor]], frozen_ids=None) -> dict:
+        """UNet conditioning for sampled images: each distinct caption goes through the text encoder once.
+
+        `batches` pairs an exemplar set with the caption rows of its samples; the result is in that order.
+        Identical captions give identical encodings, so gathering them is exact (gradients add up as they would).
+        """
+        offset, rows = 0, []
+        for exemplars, captions in batches:
+            rows.append(captions + offset)
+            offset += exemplars.ids[0].shape[0]
+        needed, inverse = torch.unique(torch.cat(rows), return_inverse=True)
+        ids = [torch.cat([exemplars.ids[s] for exemplars, _ in batches]) for s in range(len(self.backbone.slots))]
+        cond = self.backbone.encode_text([slot_ids[needed.to(slot_ids.device)] for slot_ids in ids], frozen_ids)
+        return {k: v[inverse.to(v.device)] for k, v in cond.items()}
+
     def losses(self) -> dict[str, torch.Tensor]:
         """Loss terms of one step (Eq. 3); 'loss' is the total that is back-propagated."""
         cfg, bb, g = self.config, self.backbone, self.generator
-        latents, ids = self.with_set.sample(cfg.batch_size, g, cfg.flip_p)
+        latents, captions = self.with_set.sample(cfg.batch_size, g, cfg.flip_p)
         n_subject = 0
         if self.without_set is None:
-            cond = bb.encode_text(ids)
+            cond = self.conditioning([(self.with_set, captions)])
         else:
-            subj_latents, subj_ids = self.without_set.sample(cfg.batch_size, g, cfg.flip_p)
+            subj_latents, subj_captions = self.without_set.sample(cfg.batch_size, g, cfg.flip_p)
             n_subject = subj_latents.shape[0]
             latents = torch.cat([subj_latents, latents])
             if cfg.subject_from_with:  # one text-encoder call for both batches
-                cond = bb.encode_text([torch.cat(pair) for pair in zip(subj_ids, ids)])
+                cond = self.conditioning([(self.without_set, subj_captions), (self.with_set, captions)])
             else:  # <subj> enters the concept batch as a constant (§4.3 variant)
-                conds = [bb.encode_text(subj_ids), bb.encode_text(ids, frozen_ids=self.subject_ids)]
+                conds = [self.conditioning([(self.without_set, subj_captions)]),
+                         self.conditioning([(self.with_set, captions)], frozen_ids=self.subject_ids)]
                 cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
         noise = torch.randn(latents.shape, generator=g).to(latents.device)
         timesteps = torch.randint(bb.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
