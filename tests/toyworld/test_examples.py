@@ -68,3 +68,17 @@ def test_render_command_rejects_bad_subject(tmp_path, capsys):
     assert "subject" in capsys.readouterr().err and not out.exists()
     assert main(["toyworld", "render", "--subject", "cube", "--concept", "melted", "--out", str(out)]) == 0
     assert Image.open(out).size == (64, 64)
+
+
+def test_train_command_defaults_match_the_config():
+    import argparse
+
+    from lego_inversion.toyworld import cli
+    from lego_inversion.toyworld.model import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["toyworld", "train"])
+    cfg = TrainConfig()
+    assert (args.unet_steps, args.vae_steps, args.n_images, args.time_budget_min, args.seed) == (
+        cfg.unet_steps, cfg.vae_steps, cfg.n_images, cfg.time_budget_min, cfg.seed)

@@ -40,7 +40,7 @@ def test_accuracy_against_hand_count():
     scenes = [Scene("cube", "red"), Scene("ball", "blue", "melted", 1), Scene("star", "green", "count", 0, 3)]
     answers = [
         {"subject": "cube", "appearance": "red", "concept": "none", "variant": 0, "count": 1},  # all right
-        {"subject": "cube", "appearance": "blue", "concept": "melted", "variant": 0, "count": 1},  # subject, variant wrong
+        {"subject": "cube", "appearance": "blue", "concept": "melted", "variant": 0, "count": 1},  # subject, variant
         {"subject": "star", "appearance": "red", "concept": "count", "variant": 0, "count": 4},  # colour, count
     ]
     images = [render(s) for s in scenes]

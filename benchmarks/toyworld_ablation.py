@@ -1,0 +1,186 @@
+"""Lego's ablation (Fig. 9, Table 2, §5.5) measured on the toy world, scored by the oracle.
+
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation              # ~1 h, 2 CPU cores
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_smoke --concepts melted_cube \
+        --methods ti lego --seeds 0 --steps 20 --images 2 --targets ball            # smoke test, ~3 min
+
+For every example concept K (examples/*, personalized variants that no caption names), method M in
+{ti, cl-only, ss-only, lego} (+ the "text" baseline: the concept's words, no inversion) and seed S, it inverts
+the concept with `lego_inversion.trainer.invert`, generates `--images` images onto each new target subject
+("a photo of a ball that is <melted>"), and lets the oracle read them:
+    concept success  = the oracle sees the *personalized* variant of the concept (and the right count)
+    subject leakage  = the exemplar's appearance (checkered) or class shows up on the target
+    target fidelity  = the oracle sees the target subject class
+Each (K, M, S) cell is one rate; a method's score is the mean over cells with a 95% bootstrap CI over cells,
+and pairwise win rates compare methods cell by cell (ties count 1/2). Results: results.json, results.md.
+Every cell is saved as it finishes (cells/*.json), so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lego_inversion.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+
+METHODS = ("ti", "cl-only", "ss-only", "lego")
+METRICS = ("success", "leakage", "fidelity")
+
+
+def score(pred: dict, truth: dict, target: str) -> dict[str, float]:
+    """Oracle reading of one generated image -> the three 0/1 metrics."""
+    ok = pred["concept"] == truth["concept"] and pred["variant"] == truth["variant"]
+    if truth["concept"] == "count":
+        ok = ok and pred["count"] == truth["count"]
+    leak = pred["appearance"] == truth["appearance"] or pred["subject"] == truth["subject"]
+    return {"success": float(ok), "leakage": float(leak), "fidelity": float(pred["subject"] == target)}
+
+
+def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of `values`."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (n, len(v)))].mean(1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def win_rate(a: dict, b: dict) -> float:
+    """Fraction of shared cells where `a` beats `b` on success (ties 1/2)."""
+    keys = sorted(set(a) & set(b))
+    return float(np.mean([1.0 if a[k] > b[k] else 0.5 if a[k] == b[k] else 0.0 for k in keys]))
+
+
+def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
+    from lego_inversion.config import InversionConfig
+    from lego_inversion.generation import load_generator
+    from lego_inversion.toyworld.data import generic_prompt
+
+    data = tomllib.loads((example / "concept.toml").read_text())
+    truth = data["toyworld"]
+    targets = [t for t in args.targets if t != truth["subject"]]
+    with_prompt = data["prompts"]["with"]
+    prompts, tgt = [], []
+    for t in targets:
+        if method == "text":
+            p = generic_prompt(t, None, truth["concept"], truth["count"])
+        else:
+            p = with_prompt.replace("{subject}", t)
+        prompts += [p] * args.images
+        tgt += [t] * args.images
+    seeds = [1000 * seed + i for i in range(len(prompts))]
+    if method == "text":
+        gen = load_generator(args.model, [])
+    else:
+        from lego_inversion.trainer import invert
+
+        run = Path(args.out) / "runs" / f"{example.name}-{method}-{seed}"
+        cfg = InversionConfig(method=method, steps=args.steps, seed=seed, validation_images=1,
+                              validation_steps=5)
+        invert(example, run, cfg, model=args.model, resume=run.exists(), progress=False)
+        gen = load_generator(args.model, [run])
+    images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False)
+    preds = oracle.predict(images)
+    scores = [score(p, truth, t) for p, t in zip(preds, tgt)]
+    return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)),
+            **{m: float(np.mean([s[m] for s in scores])) for m in METRICS}, "n_images": len(scores),
+            "predictions": preds}
+
+
+def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
+    summary = {"methods": {}, "win_rates": {}}
+    by_method = {m: {(c["concept"], c["seed"]): c for c in cells if c["method"] == m} for m in methods}
+    lines = ["| method | concept success | subject leakage | target fidelity | cells |", "|---|---|---|---|---|"]
+    for m in methods:
+        cs = list(by_method[m].values())
+        if not cs:
+            continue
+        row = {k: bootstrap_ci([c[k] for c in cs]) for k in METRICS}
+        summary["methods"][m] = row | {"cells": len(cs)}
+        lines.append(f"| {m} | " + " | ".join(f"{row[k][0]:.2f} [{row[k][1]:.2f}, {row[k][2]:.2f}]"
+                                            for k in METRICS) + f" | {len(cs)} |")
+    lines += ["", "Pairwise win rate on concept success (row beats column; ties 1/2):", "",
+              "| | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for a in methods:
+        sa = {k: c["success"] for k, c in by_method[a].items()}
+        cells_ = []
+        for b in methods:
+            sb = {k: c["success"] for k, c in by_method[b].items()}
+            w = win_rate(sa, sb) if a != b and set(sa) & set(sb) else float("nan")
+            summary["win_rates"][f"{a}>{b}"] = w
+            cells_.append("-" if a == b else f"{w:.2f}")
+        lines.append(f"| {a} | " + " | ".join(cells_) + " |")
+    lines += ["", "Per concept (success / leakage / fidelity, mean over seeds):", "",
+              "| concept | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for k in sorted({c["concept"] for c in cells}):
+        row = []
+        for m in methods:
+            cs = [c for c in cells if c["concept"] == k and c["method"] == m]
+            row.append("/".join(f"{np.mean([c[x] for c in cs]):.2f}" for x in METRICS) if cs else "-")
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--examples", default=str(ROOT / "examples"))
+    ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
+    ap.add_argument("--methods", nargs="*", default=["text", *METHODS])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    ap.add_argument("--steps", type=int, default=300, help="inversion steps per run")
+    ap.add_argument("--images", type=int, default=8, help="images per target subject")
+    ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])
+    ap.add_argument("--sample-steps", type=int, default=25)
+    ap.add_argument("--model", default=None, help="default: the bundled toy model")
+    args = ap.parse_args(argv)
+    from lego_inversion.errors import UserError
+    from lego_inversion.toyworld.oracle import Oracle
+
+    bad = [m for m in args.methods if m not in ("text", *METHODS)]
+    if bad or args.steps < 1 or args.images < 1 or not args.seeds:
+        print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds", file=sys.stderr)
+        return 2
+    examples = [p for p in sorted(Path(args.examples).iterdir()) if (p / "concept.toml").is_file()
+                and (not args.concepts or p.name in args.concepts)]
+    examples = [p for p in examples if "toyworld" in tomllib.loads((p / "concept.toml").read_text())]
+    if not examples:
+        print(f"toyworld_ablation: error: no toy-world examples in {args.examples}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    oracle, cells, t0 = Oracle.load(), [], time.time()
+    jobs = [(e, m, s) for e in examples for m in args.methods for s in (args.seeds if m != "text" else
+                                                                         args.seeds[:1])]
+    try:
+        for i, (ex, m, s) in enumerate(jobs):
+            f = out / "cells" / f"{ex.name}-{m}-{s}.json"
+            if f.is_file():
+                cells.append(json.loads(f.read_text()))
+                continue
+            cell = run_cell(ex, m, s, args, oracle)
+            atomic_write_json(f, cell)
+            cells.append(cell)
+            print(f"[{i + 1}/{len(jobs)} {time.time() - t0:.0f}s] {ex.name} {m} seed {s}: "
+                  + " ".join(f"{k}={cell[k]:.2f}" for k in METRICS), flush=True)
+    except UserError as exc:
+        print(f"toyworld_ablation: error: {exc}", file=sys.stderr)
+        return 2
+    summary, table = summarize(cells, args.methods)
+    cmd = "PYTHONPATH=src python3 benchmarks/toyworld_ablation.py " + " ".join(argv or sys.argv[1:])
+    atomic_write_json(out / "results.json", {"summary": summary, "args": vars(args), "command": cmd,
+                                             "wall_time_min": round((time.time() - t0) / 60, 1)})
+    atomic_write_text(out / "results.md", f"Command: `{cmd}`\n\n{table}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
