@@ -55,3 +55,14 @@ FROZEN_TOML = (CONCEPT_TOML.replace('"<melted>"', '"<frozen>"').replace('init = 
                .replace('[prompts]', '[[concept]]\ntoken = "<ice>"\ninit = "ice"\npositives = ["ice"]\n'
                                      'negatives = ["fire"]\n\n[prompts]')
                .replace("[subject]", 'name = "frozen"\n[subject]'))
+
+
+def snapshot(backbone) -> dict:
+    """Every frozen weight of a backbone (all but the new token rows), cloned."""
+    state = {}
+    modules = [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]
+    for name, module in modules:
+        for key, value in module.state_dict().items():
+            if ".extra" not in key:
+                state[f"{name}.{key}"] = value.detach().clone()
+    return state

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from concept_fixtures import CONCEPT_TOML, make_concept
+from concept_fixtures import CONCEPT_TOML, make_concept, snapshot
 from lego_inversion.backbones import load_backbone
 from lego_inversion.concept import load_concept
 from lego_inversion.config import InversionConfig
@@ -21,22 +21,12 @@ from lego_inversion.trainer import InversionRun, invert
 FAST = dict(steps=3, checkpoint_every=2, validation_steps=2, validation_images=2)
 
 
-def _snapshot(backbone):
-    state = {}
-    modules = [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]
-    for name, module in modules:
-        for key, value in module.state_dict().items():
-            if ".extra" not in key:
-                state[f"{name}.{key}"] = value.detach().clone()
-    return state
-
-
 def test_only_new_rows_change(tiny_sd, concept_dir, tmp_path):
     backbone = load_backbone(str(tiny_sd))
-    before = _snapshot(backbone)
+    before = snapshot(backbone)
     original_rows = backbone.slots[0].base_table.detach().clone()
     run = invert(concept_dir, tmp_path / "run", InversionConfig(**FAST), backbone=backbone, progress=False)
-    after = _snapshot(backbone)
+    after = snapshot(backbone)
     assert before.keys() == after.keys() and len(before) > 50
     for key in before:
         assert torch.equal(before[key], after[key]), f"{key} changed"

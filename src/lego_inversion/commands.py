@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .config import METHODS, InversionConfig
@@ -85,9 +84,10 @@ def run_invert(args) -> int:
 
 
 def run_generate(args) -> int:
-    from .atomic import atomic_save_image, atomic_write_text
+    from .atomic import atomic_save_image
     from .errors import UserError
     from .generation import load_generator
+    from .imageset import write_manifest
     from .images import make_grid
 
     if args.num_images < 1:
@@ -108,7 +108,7 @@ def run_generate(args) -> int:
         records.append({"file": name, "prompt": prompt, "expanded_prompt": gen.expand_prompt(prompt),
                         "seed": seed, "concepts": list(gen.concepts), "model": gen.backbone.model_id,
                         "method": _method(gen), "subject": args.subject})
-    atomic_write_text(args.out / "images.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_manifest(args.out, records)
     grid = atomic_save_image(args.out / "grid.png", make_grid(images, cols=args.num_images))
     print(f"{len(images)} images in {args.out}; grid: {grid}")
     return 0

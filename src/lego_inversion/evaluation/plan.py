@@ -13,13 +13,13 @@ for plain folders, from file names: the seed is the last run of digits in the na
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..imageset import read_manifest, write_manifest
 from .config import TEXT_METHOD, ConceptEntry, EvalConfig, read_concept_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -146,32 +146,14 @@ def plan_records(cfg: EvalConfig, concepts: list[ResolvedConcept], out_dir: Path
 
 def write_manifests(records: list[ImageRecord], out_dir: Path) -> None:
     """Write `images.jsonl` (the `lego generate` layout) beside each generated folder, atomically."""
-    from ..atomic import atomic_write_text
-
     groups: dict[Path, list[ImageRecord]] = defaultdict(list)
     for r in records:
         if r.path.exists():
             groups[r.path.parent].append(r)
     for folder, rs in groups.items():
-        lines = [json.dumps({"file": r.path.name, "prompt": r.prompt, "expanded_prompt": None, "seed": r.seed,
-                             "concepts": [r.concept] if r.method != TEXT_METHOD else [],
-                             "subject": r.target, "method": r.method}, sort_keys=True) for r in rs]
-        atomic_write_text(folder / "images.jsonl", "\n".join(lines) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{path}: line {n} is not valid JSON; fix or delete that line") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}: line {n} must be a JSON object")
-        rows.append(row)
-    return rows
+        write_manifest(folder, [{"file": r.path.name, "prompt": r.prompt, "expanded_prompt": None, "seed": r.seed,
+                                 "concepts": [r.concept] if r.method != TEXT_METHOD else [],
+                                 "subject": r.target, "method": r.method} for r in rs])
 
 
 def folder_records(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> list[ImageRecord]:
@@ -188,7 +170,7 @@ def folder_records(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> list[Ima
             manifest = folder / "images.jsonl"
             seen = set()
             if manifest.is_file():
-                for n, row in enumerate(_read_jsonl(manifest), 1):
+                for n, row in enumerate(read_manifest(manifest), 1):
                     target = row.get("subject") or spec.target
                     if not isinstance(row.get("file"), str) or not isinstance(row.get("seed"), int) or not target:
                         raise UserError(f"{manifest}: line {n} needs `file`, integer `seed` and `subject` "

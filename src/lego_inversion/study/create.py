@@ -27,6 +27,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import UserError
+from ..imageset import read_manifest
 from .model import DEFAULT_QUESTION, FORMAT, load_study
 
 MAX_SIDE = 1024  # candidate/reference images are stored at most this large (pages stay light)
@@ -75,23 +76,6 @@ def _split(arg: str, flag: str, need_name: bool) -> tuple[str | None, Path]:
     return None, Path(arg)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: not found; an image set is a `lego generate --out` folder with images.jsonl")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg}); fix or delete the line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("file"), str):
-            raise UserError(f"{path}:{n}: each line must be an object with a \"file\" field")
-        rows.append(row)
-    return rows
-
-
 def _mapping(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
@@ -110,7 +94,7 @@ def read_image_sets(cfg: CreateConfig, problems: list[str]) -> list[dict]:
     records = []
     for arg in cfg.sets:
         method_override, folder = _split(arg, "--set", need_name=False)
-        for n, row in enumerate(_read_jsonl(folder / "images.jsonl"), 1):
+        for n, row in enumerate(read_manifest(folder / "images.jsonl"), 1):
             where = f"{folder / 'images.jsonl'}:{n}"
             hit = next((mapping[k] for k in (f"{folder.name}/{row['file']}", row["file"],
                                               row.get("expanded_prompt"), row.get("prompt"))
