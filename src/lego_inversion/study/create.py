@@ -257,9 +257,9 @@ def create_study(cfg: CreateConfig) -> dict:
         order = _assign(cfg, pairs, checks, rng)
         n_refs = {c: [store.add(p) for p in f["with"][: cfg.max_references]] for c, f in refs.items()}
         name = cfg.name or out.name
-        study = {"format": FORMAT, "id": f"{name}-{secrets_mod.token_hex(6)}", "name": name, "question": cfg.question.strip(),
-                 "seed": cfg.seed, "raters_per_pair": cfg.raters_per_pair, "methods": methods,
-                 "references": n_refs, "items": items, "order": order}
+        study = {"format": FORMAT, "id": f"{name}-{secrets_mod.token_hex(6)}", "name": name,
+                 "question": cfg.question.strip(), "seed": cfg.seed, "raters_per_pair": cfg.raters_per_pair,
+                 "methods": methods, "references": n_refs, "items": items, "order": order}
         secrets = {"admin_token": secrets_mod.token_urlsafe(24),
                    "raters": {r: secrets_mod.token_urlsafe(18) for r in order}}
         atomic_write_json(tmp / "study.json", study)
@@ -287,7 +287,8 @@ def _attention_checks(cfg, store, refs, records, concepts, rng) -> list[dict]:
         parts = concept.split("+")
         for _ in range(cfg.attention_checks):
             good = rng.choice(refs[parts[0]]["with"])
-            others = [r["path"] for r in records if r["concept"] != concept and not set(parts) & set(r["concept"].split("+"))]
+            others = [r["path"] for r in records
+                      if r["concept"] != concept and not set(parts) & set(r["concept"].split("+"))]
             without = refs[parts[0]]["without"]
             bad_path = rng.choice(others) if others else (rng.choice(without) if without else None)
             bad = store.add(bad_path) if bad_path else store.add(None, Image.new("RGB", (512, 512), (128, 128, 128)))

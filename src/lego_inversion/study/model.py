@@ -114,7 +114,7 @@ def _get(obj: dict, key: str, kind: type, where: str) -> Any:
     if key not in obj:
         raise UserError(f"{where}: missing field {key!r}; re-create the study with `lego study create`")
     value = obj[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise UserError(f"{where}: field {key!r} must be a {kind.__name__}; re-create the study")
     return value
 
@@ -165,7 +165,8 @@ def parse_study(root: Path, data: dict, secrets: dict | None) -> Study:
         if not isinstance(names, list) or not all(isinstance(n, str) and IMAGE_NAME_RE.match(n) for n in names):
             raise UserError(f"{where}: references[{concept!r}] must list study image names; re-create the study")
     k = _get(data, "raters_per_pair", int, where)
-    study = Study(root, _get(data, "id", str, where), _get(data, "name", str, where), _get(data, "question", str, where),
+    study = Study(root, _get(data, "id", str, where), _get(data, "name", str, where),
+                  _get(data, "question", str, where),
                   _get(data, "seed", int, where), k, _get(data, "methods", list, where), refs, items, order)
     if secrets is not None:
         ws = str(root / "secrets.json")

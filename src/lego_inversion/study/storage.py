@@ -32,8 +32,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS study_answers (
     created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (study, rater, item)
 )"""
-INSERT = ("INSERT INTO study_answers (study, rater, item, slot, side, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
-          "ON CONFLICT (study, rater, item) DO NOTHING")
+INSERT = ("INSERT INTO study_answers (study, rater, item, slot, side, created_at) "
+          "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (study, rater, item) DO NOTHING")
 SELECT = "SELECT rater, item, slot, side, created_at FROM study_answers WHERE study = {p}"
 
 
