@@ -1,4 +1,4 @@
-"""Two processes (torch.distributed, gloo on CPU, through accelerate's PartialState) give the same report as one."""
+"""Two processes (torchrun, or `accelerate launch`, gloo on CPU) give the same report as one process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from eval_helpers import run_cli, write_config
 
@@ -22,7 +23,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path, tiny, fake_generation):
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                 "--master_port", "{port}"],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_ip", "127.0.0.1", "--main_process_port", "{port}"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_equal_one(tmp_path, tiny, fake_generation, launcher):
     cfg = write_config(tmp_path, tiny, num_images=3)
     one, two = tmp_path / "one", tmp_path / "two"
     threads = torch.get_num_threads()
@@ -35,9 +46,9 @@ def test_two_processes_equal_one(tmp_path, tiny, fake_generation):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(HERE)]), OMP_NUM_THREADS="1",
                CUDA_VISIBLE_DEVICES="", TOKENIZERS_PARALLELISM="false",
                EVAL_TEST_LOG=str(tmp_path / "log"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "dist_entry.py"), "evaluate", str(cfg), "--out", str(two),
-           "--no-progress"]
+    port = str(_free_port())
+    cmd = [a.replace("{port}", port) for a in LAUNCHERS[launcher]]
+    cmd += [str(HERE / "dist_entry.py"), "evaluate", str(cfg), "--out", str(two), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
