@@ -36,10 +36,6 @@ SETTINGS_FILE = "lego_inversion.json"  # optional per-model defaults, e.g. {"gui
 __all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone", "resolve_model"]
 
 
-def register_adapter(pipeline_class: str, adapter: type[Backbone]) -> None:
-    ADAPTERS[pipeline_class] = adapter
-
-
 def resolve_model(model: str | os.PathLike | None) -> str:
     """None / "toy" -> the embedded toy-world model folder; anything else is returned as given."""
     if model is None or str(model) == TOY_MODEL:

@@ -65,11 +65,6 @@ class TokenExtension(nn.Module):
         self.extra = nn.Parameter(torch.cat([self.extra.detach(), vectors]))
         return list(range(start, start + vectors.shape[0]))
 
-    def set_rows(self, ids: Iterable[int], vectors: torch.Tensor) -> None:
-        with torch.no_grad():
-            for i, v in zip(ids, vectors):
-                self.extra[i - self.num_base] = v.to(self.extra)
-
     def rows(self, ids: Iterable[int]) -> torch.Tensor:
         """Current vectors of new token ids, with gradient (for the Context Loss, Eq. 2)."""
         idx = torch.tensor([i - self.num_base for i in ids], device=self.extra.device)
