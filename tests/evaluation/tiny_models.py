@@ -31,6 +31,18 @@ def word_tokenizer(bos: bool, eos: bool, extra=("<image>",)):
                                    unk_token="<unk>", model_max_length=64)
 
 
+def _dual_tower(vocab: int, max_positions: int, projection_dim: int) -> dict:
+    """Text + vision tower settings shared by the tiny CLIP-style models (CLIP, OWL-ViT, OWLv2)."""
+    return {
+        "text_config": dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=max_positions, pad_token_id=0,
+                            bos_token_id=2, eos_token_id=1),
+        "vision_config": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8),
+        "projection_dim": projection_dim,
+    }
+
+
 def build_blip2(path: Path, text: str = "t5", seed: int = 0) -> Path:
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
                               OPTConfig, T5Config)
@@ -63,13 +75,7 @@ def build_owlv2(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     tok = word_tokenizer(bos=True, eos=True, extra=())
-    cfg = Owlv2Config(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=32)
+    cfg = Owlv2Config(**_dual_tower(len(tok), 16, 32))
     model = Owlv2ForObjectDetection(cfg).eval()
     proc = Owlv2Processor(Owlv2ImageProcessor(size={"height": 32, "width": 32}), tok)
     model.save_pretrained(path)
@@ -82,13 +88,7 @@ def build_clip(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     tok = word_tokenizer(bos=True, eos=True, extra=())
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+    cfg = CLIPConfig(**_dual_tower(len(tok), 32, 16))
     model = CLIPModel(cfg).eval()
     proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tok)
     model.save_pretrained(path)
@@ -114,13 +114,7 @@ def build_owlvit(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     tok = word_tokenizer(bos=True, eos=True, extra=())
-    cfg = OwlViTConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=32)
+    cfg = OwlViTConfig(**_dual_tower(len(tok), 16, 32))
     OwlViTForObjectDetection(cfg).eval().save_pretrained(path)
     OwlViTProcessor(OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
                     tok).save_pretrained(path)
