@@ -1,6 +1,6 @@
 """Lego's ablation (Fig. 9, Table 2, §5.5) measured on the toy world, scored by the oracle.
 
-    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation              # ~1 h, 2 CPU cores
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation              # ~37 min, 2 CPU cores
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_smoke --concepts melted_cube \
         --methods ti lego --seeds 0 --steps 20 --images 2 --targets ball            # smoke test, ~3 min
 
@@ -11,9 +11,14 @@ the concept with `lego_inversion.trainer.invert`, generates `--images` images on
     concept success  = the oracle sees the *personalized* variant of the concept (and the right count)
     subject leakage  = the exemplar's appearance (checkered) or class shows up on the target
     target fidelity  = the oracle sees the target subject class
+    clean hit        = all three at once: the personalized concept on the target, no leakage (what a person
+                       asked "which image applies the concept to the new subject?" would prefer)
 Each (K, M, S) cell is one rate; a method's score is the mean over cells with a 95% bootstrap CI over cells,
-and pairwise win rates compare methods cell by cell (ties count 1/2). Results: results.json, results.md.
-Every cell is saved as it finishes (cells/*.json), so an interrupted run continues where it stopped.
+and pairwise win rates compare methods cell by cell on clean hits (the automatic stand-in for the paper's
+human preference study) and on concept success (ties count 1/2). Results: results.json, results.md, and
+grids/<method>.png (one row per concept: the exemplar's `with/` images, then the first seed's images on each
+target). Every cell is saved as it finishes (cells/*.json, grids/cells/*.png), so an interrupted run continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +38,29 @@ sys.path.insert(0, str(ROOT / "src"))
 from lego_inversion.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 METHODS = ("ti", "cl-only", "ss-only", "lego")
-METRICS = ("success", "leakage", "fidelity")
+METRICS = ("success", "leakage", "fidelity", "clean")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["learning_rate=1e-2", "subject_from_with=false"] -> typed InversionConfig keyword arguments."""
+    from dataclasses import fields
+
+    from lego_inversion.config import InversionConfig
+
+    types = {f.name: f.type for f in fields(InversionConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types or key in ("method", "steps", "seed"):
+            raise ValueError(f"{item!r}: use KEY=VALUE with an InversionConfig field other than method/steps/seed")
+        kind = str(types[key])
+        if "bool" in kind:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{item!r}: {key} takes true or false")
+            out[key] = value.lower() in ("true", "1")
+        else:
+            out[key] = int(value) if kind.startswith("int") else float(value) if "float" in kind else value
+    return out
 
 
 def score(pred: dict, truth: dict, target: str) -> dict[str, float]:
@@ -42,7 +69,20 @@ def score(pred: dict, truth: dict, target: str) -> dict[str, float]:
     if truth["concept"] == "count":
         ok = ok and pred["count"] == truth["count"]
     leak = pred["appearance"] == truth["appearance"] or pred["subject"] == truth["subject"]
-    return {"success": float(ok), "leakage": float(leak), "fidelity": float(pred["subject"] == target)}
+    fidelity = pred["subject"] == target
+    return {"success": float(ok), "leakage": float(leak), "fidelity": float(fidelity),
+            "clean": float(ok and fidelity and not leak)}
+
+
+def cell_targets(truth: dict, args) -> list[str]:
+    """The target subject of each generated image of a cell, in generation order."""
+    return [t for t in args.targets if t != truth["subject"] for _ in range(args.images)]
+
+
+def rescore(cell: dict, truth: dict, targets: list[str]) -> dict:
+    """A cell's metrics recomputed from its saved oracle predictions (cells saved before a metric existed)."""
+    scores = [score(p, truth, t) for p, t in zip(cell["predictions"], targets, strict=True)]
+    return cell | {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
 
 
 def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -66,16 +106,11 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
 
     data = tomllib.loads((example / "concept.toml").read_text())
     truth = data["toyworld"]
-    targets = [t for t in args.targets if t != truth["subject"]]
-    with_prompt = data["prompts"]["with"]
-    prompts, tgt = [], []
-    for t in targets:
-        if method == "text":
-            p = generic_prompt(t, None, truth["concept"], truth["count"])
-        else:
-            p = with_prompt.replace("{subject}", t)
-        prompts += [p] * args.images
-        tgt += [t] * args.images
+    tgt = cell_targets(truth, args)
+    if method == "text":
+        prompts = [generic_prompt(t, None, truth["concept"], truth["count"]) for t in tgt]
+    else:
+        prompts = [data["prompts"]["with"].replace("{subject}", t) for t in tgt]
     seeds = [1000 * seed + i for i in range(len(prompts))]
     if method == "text":
         gen = load_generator(args.model, [])
@@ -83,11 +118,13 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
         from lego_inversion.trainer import invert
 
         run = Path(args.out) / "runs" / f"{example.name}-{method}-{seed}"
-        cfg = InversionConfig(method=method, steps=args.steps, seed=seed, validation_images=1,
-                              validation_steps=5)
+        cfg = InversionConfig(**(args.set | {"method": method, "steps": args.steps, "seed": seed,
+                                             "validation_images": 1, "validation_steps": 5}))
         invert(example, run, cfg, model=args.model, resume=run.exists(), progress=False)
         gen = load_generator(args.model, [run])
     images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False)
+    save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
+                   per_target=args.images)
     preds = oracle.predict(images)
     scores = [score(p, truth, t) for p, t in zip(preds, tgt)]
     return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)),
@@ -95,10 +132,50 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
             "predictions": preds}
 
 
+GRID_PER_TARGET = 4  # images of each target subject shown in a grid row
+
+
+def save_cell_grid(path: Path, example: Path, images: list, per_target: int) -> None:
+    """One grid row: the exemplar's with/ images, then the first GRID_PER_TARGET images of each target."""
+    from lego_inversion.atomic import atomic_save_image
+    from lego_inversion.images import load_image
+    from lego_inversion.toyworld.render import grid
+
+    size = images[0].size
+    row = [load_image(p, size=size[0]) for p in sorted((example / "with").iterdir())]
+    row += [im for i, im in enumerate(images) if i % per_target < GRID_PER_TARGET]
+    atomic_save_image(path, grid(row, cols=len(row)))
+
+
+def save_method_grids(out: Path, cells: list[dict], methods: list[str]) -> list[Path]:
+    """grids/<method>.png: the cell grids of each method's first seed, one concept per row."""
+    from PIL import Image
+
+    from lego_inversion.atomic import atomic_save_image
+
+    written = []
+    for m in methods:
+        rows = []
+        for c in sorted((c for c in cells if c["method"] == m), key=lambda c: (c["concept"], c["seed"])):
+            f = out / "grids" / "cells" / f"{c['concept']}-{m}-{c['seed']}.png"
+            if f.is_file() and c["seed"] == min(x["seed"] for x in cells if x["method"] == m):
+                rows.append(Image.open(f).convert("RGB"))
+        if rows:
+            sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
+            y = 0
+            for r in rows:
+                sheet.paste(r, (0, y))
+                y += r.height
+            atomic_save_image(out / "grids" / f"{m}.png", sheet)
+            written.append(out / "grids" / f"{m}.png")
+    return written
+
+
 def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
     summary = {"methods": {}, "win_rates": {}}
     by_method = {m: {(c["concept"], c["seed"]): c for c in cells if c["method"] == m} for m in methods}
-    lines = ["| method | concept success | subject leakage | target fidelity | cells |", "|---|---|---|---|---|"]
+    lines = ["| method | concept success | subject leakage | target fidelity | clean hit | cells |",
+             "|---|---|---|---|---|---|"]
     for m in methods:
         cs = list(by_method[m].values())
         if not cs:
@@ -107,18 +184,20 @@ def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
         summary["methods"][m] = row | {"cells": len(cs)}
         lines.append(f"| {m} | " + " | ".join(f"{row[k][0]:.2f} [{row[k][1]:.2f}, {row[k][2]:.2f}]"
                                             for k in METRICS) + f" | {len(cs)} |")
-    lines += ["", "Pairwise win rate on concept success (row beats column; ties 1/2):", "",
-              "| | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for a in methods:
-        sa = {k: c["success"] for k, c in by_method[a].items()}
-        cells_ = []
-        for b in methods:
-            sb = {k: c["success"] for k, c in by_method[b].items()}
-            w = win_rate(sa, sb) if a != b and set(sa) & set(sb) else float("nan")
-            summary["win_rates"][f"{a}>{b}"] = w
-            cells_.append("-" if a == b else f"{w:.2f}")
-        lines.append(f"| {a} | " + " | ".join(cells_) + " |")
-    lines += ["", "Per concept (success / leakage / fidelity, mean over seeds):", "",
+    for metric, title in (("clean", "a clean hit (personalized concept on the target subject, no leakage)"),
+                          ("success", "concept success")):
+        lines += ["", f"Pairwise win rate on {title} (row beats column, cell by cell; ties 1/2):", "",
+                  "| | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        for a in methods:
+            sa = {k: c[metric] for k, c in by_method[a].items()}
+            row_ = []
+            for b in methods:
+                sb = {k: c[metric] for k, c in by_method[b].items()}
+                w = win_rate(sa, sb) if a != b and set(sa) & set(sb) else float("nan")
+                summary["win_rates"].setdefault(metric, {})[f"{a}>{b}"] = w
+                row_.append("-" if a == b else f"{w:.2f}")
+            lines.append(f"| {a} | " + " | ".join(row_) + " |")
+    lines += ["", "Per concept (success / leakage / fidelity / clean hit, mean over seeds):", "",
               "| concept | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for k in sorted({c["concept"] for c in cells}):
         row = []
@@ -130,18 +209,27 @@ def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lego_inversion.config import InversionConfig
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--examples", default=str(ROOT / "examples"))
     ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
     ap.add_argument("--methods", nargs="*", default=["text", *METHODS])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
-    ap.add_argument("--steps", type=int, default=300, help="inversion steps per run")
-    ap.add_argument("--images", type=int, default=8, help="images per target subject")
+    ap.add_argument("--steps", type=int, default=InversionConfig.steps, help="inversion steps per run")
+    ap.add_argument("--images", type=int, default=6, help="images per target subject")
     ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])
     ap.add_argument("--sample-steps", type=int, default=25)
     ap.add_argument("--model", default=None, help="default: the bundled toy model")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="InversionConfig overrides for every run, e.g. learning_rate=1e-2 context_weight=0.1")
     args = ap.parse_args(argv)
+    try:
+        args.set = parse_overrides(args.set)
+    except ValueError as exc:
+        print(f"toyworld_ablation: error: --set: {exc}", file=sys.stderr)
+        return 2
     from lego_inversion.errors import UserError
     from lego_inversion.toyworld.oracle import Oracle
 
@@ -163,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         for i, (ex, m, s) in enumerate(jobs):
             f = out / "cells" / f"{ex.name}-{m}-{s}.json"
             if f.is_file():
-                cells.append(json.loads(f.read_text()))
+                cell = json.loads(f.read_text())
+                if any(k not in cell for k in METRICS):
+                    truth = tomllib.loads((ex / "concept.toml").read_text())["toyworld"]
+                    cell = rescore(cell, truth, cell_targets(truth, args))
+                    atomic_write_json(f, cell)
+                cells.append(cell)
                 continue
             cell = run_cell(ex, m, s, args, oracle)
             atomic_write_json(f, cell)
@@ -174,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"toyworld_ablation: error: {exc}", file=sys.stderr)
         return 2
     summary, table = summarize(cells, args.methods)
+    save_method_grids(out, cells, args.methods)
     cmd = "PYTHONPATH=src python3 benchmarks/toyworld_ablation.py " + " ".join(argv or sys.argv[1:])
     atomic_write_json(out / "results.json", {"summary": summary, "args": vars(args), "command": cmd,
                                              "wall_time_min": round((time.time() - t0) / 60, 1)})

@@ -171,3 +171,27 @@ def test_distinct_captions_are_encoded_once_with_the_same_result(tiny_sd, concep
         grads.append(run.params["rows/text_encoder"].grad.clone())
     relative = (grads[0] - grads[1]).norm() / grads[1].norm()
     assert relative < 1e-9, relative
+
+
+def test_learning_rate_defaults_to_the_models_and_is_recorded(tiny_sd, concept_dir, tmp_path):
+    """learning_rate=None takes the backbone's default (5e-3 for CLIP models) or the model folder's
+    lego_inversion.json value; config.json records the value used, and --resume accepts None again."""
+    import shutil
+
+    out = invert(concept_dir, tmp_path / "a", InversionConfig(**FAST), model=str(tiny_sd), progress=False)
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 5e-3
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    (model / "lego_inversion.json").write_text(json.dumps({"learning_rate": 0.02}))
+    out = invert(concept_dir, tmp_path / "b", InversionConfig(**FAST), model=str(model), progress=False)
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 0.02
+    from safetensors import safe_open
+
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as fh:  # what the optimizer actually used
+        groups = json.loads(fh.metadata()["lego_checkpoint"])["param_groups"]
+    assert [g["lr"] for g in groups] == [0.02]
+    longer = InversionConfig(**FAST | {"steps": 4})
+    invert(concept_dir, out, longer, model=str(model), resume=True, progress=False)
+    (model / "lego_inversion.json").write_text(json.dumps({"learning_rate": 0.03}))
+    with pytest.raises(UserError, match="learning_rate"):  # the model's default changed under the run
+        invert(concept_dir, out, InversionConfig(**FAST | {"steps": 5}), model=str(model), resume=True,
+               progress=False)

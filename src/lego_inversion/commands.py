@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=DEFAULTS.steps)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR's last checkpoint")
-    p.add_argument("--lr", dest="learning_rate", type=float, default=DEFAULTS.learning_rate)
+    p.add_argument("--lr", dest="learning_rate", type=float, default=DEFAULTS.learning_rate,
+                   help="AdamW learning rate (default: the model's; 5e-3 for CLIP models, 1e-2 for the toy model)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--context-weight", type=float, default=DEFAULTS.context_weight, help="λ of Eq. 3")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="τ of Eq. 2")

@@ -29,7 +29,7 @@ class InversionConfig:
 
     method: str = "lego"
     steps: int = 400
-    learning_rate: float = 5e-3
+    learning_rate: float | None = None  # None: the model's default (Backbone.default_learning_rate, see below)
     weight_decay: float = 0.0
     batch_size: int = 2              # images per image set per step (subject batch + concept batch share a UNet call)
     context_weight: float = 1e-2     # λ of Eq. 3
@@ -59,7 +59,7 @@ class InversionConfig:
         for name in ("validate_every", "lr_warmup_steps"):
             if int(getattr(self, name)) < 0:
                 raise UserError(f"{name} must be >= 0, not {getattr(self, name)}")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"learning_rate must be positive, not {self.learning_rate}")
         if self.context_weight < 0 or self.weight_decay < 0:
             raise UserError("context_weight and weight_decay must be >= 0")

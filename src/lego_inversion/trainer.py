@@ -18,6 +18,7 @@ validation/*.png, tensorboard/.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -45,6 +46,8 @@ class InversionRun:
     """A prepared inversion: validated input, cached exemplars, new tokens, optimizer. `run()` trains it."""
 
     def __init__(self, spec: ConceptSpec, backbone: Backbone, config: InversionConfig, out_dir: Path):
+        if config.learning_rate is None:  # the model's default; config.json records the value used
+            config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
@@ -260,7 +263,7 @@ def _prepare_out_dir(out_dir: Path, config: InversionConfig, resume: bool) -> bo
         raise UserError(f"{out_dir}: not a lego invert run (no {CONFIG_FILE}); choose a new --out")
     previous = InversionConfig.from_dict(json.loads(saved.read_text()))
     changed = [k for k, v in config.to_dict().items() if k not in InversionConfig.RESUMABLE
-               and previous.to_dict().get(k) != v]
+               and previous.to_dict().get(k) != v and not (k == "learning_rate" and v is None)]
     if changed:
         raise UserError(f"{saved}: --resume with different settings ({', '.join(changed)}); use the run's "
                         "settings or a new --out")
@@ -283,6 +286,9 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
     if backbone is None:
         backbone = load_backbone(model, device=config.device, allow_pickle=allow_pickle)
     run = InversionRun(spec, backbone, config, out_dir)
+    if resuming and config.learning_rate is None:  # the model's default must still be the run's
+        _prepare_out_dir(out_dir, run.config, resume)
+    config = run.config
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tomllib
 from PIL import Image
 
@@ -80,5 +81,33 @@ def test_train_command_defaults_match_the_config():
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["toyworld", "train"])
     cfg = TrainConfig()
-    assert (args.unet_steps, args.vae_steps, args.n_images, args.time_budget_min, args.seed) == (
-        cfg.unet_steps, cfg.vae_steps, cfg.n_images, cfg.time_budget_min, cfg.seed)
+    keys = ("unet_steps", "vae_steps", "n_images", "time_budget_min", "seed", "p_none", "p_generic", "p_describe",
+            "init_from")
+    assert {k: getattr(args, k) for k in keys} == {k: getattr(cfg, k) for k in keys}
+
+
+def test_train_config_rejects_bad_mixture_and_missing_init(tmp_path):
+    from lego_inversion.errors import UserError
+    from lego_inversion.toyworld.model import TrainConfig
+
+    with pytest.raises(UserError, match="p_none"):
+        TrainConfig(p_none=0.7, p_generic=0.5)
+    with pytest.raises(UserError, match="init_from"):
+        TrainConfig(init_from=str(tmp_path))
+
+
+def test_describe_zero_reproduces_the_first_models_captions():
+    """p_describe=0 draws no extra random numbers: captions equal the original (plain-only) rule's."""
+    from lego_inversion.toyworld.data import BASE_TEMPLATE, caption, sample_scenes
+
+    scenes = sample_scenes(500, seed=3, p_none=0.40, p_generic=0.45)
+    r1, r2 = np.random.default_rng(0), np.random.default_rng(0)
+    for s in scenes:
+        got = caption(s, r1, p_describe=0.0)
+        adj = s.appearance + " " if r2.random() < 0.8 else ""  # the original rule, by hand
+        if s.concept == "none" or s.variant:
+            assert got == BASE_TEMPLATE.format(s=adj + s.subject)
+        elif s.concept != "count":
+            assert got != BASE_TEMPLATE.format(s=adj + s.subject)
+            r2.integers(3 if s.concept == "sleeping" else 2)  # the template draw
+    assert r1.random() == r2.random()  # both generators consumed exactly the same draws

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from lego_inversion.toyworld.data import caption, sample_scenes
+from lego_inversion.toyworld.data import BASE_TEMPLATE, caption, sample_scenes
 from lego_inversion.toyworld.render import APPEARANCES, CONCEPTS, SIZE, SUBJECTS, Scene, render
 
 
@@ -104,13 +106,25 @@ def test_bad_scene_is_rejected():
 
 
 def test_captions_name_only_generic_variants():
+    """Personalized variants are never named: no concept word and no Context-Loss positive of any example
+    appears in their captions, while some of them carry a neutral description of their look."""
+    import tomllib
+
     rng = np.random.default_rng(0)
     words = {"melted", "frozen", "crumpled", "sleeping", "closed", "raised", "two", "three", "four", "five"}
+    for toml in (Path(__file__).parents[2] / "examples").glob("*/concept.toml"):
+        for c in tomllib.loads(toml.read_text())["concept"]:
+            words |= set(c["positives"])
+    assert {"molten", "dripping", "icicles", "dozing", "waving", "folded"} <= words  # the examples were read
     scenes = sample_scenes(3000, seed=1)
     personal = [s for s in scenes if s.concept != "none" and s.variant > 0]
     generic = [s for s in scenes if s.concept != "none" and s.variant == 0]
-    assert len(personal) > 300 and len(generic) > 1000
+    assert len(personal) > 800 and len(generic) > 800
+    described = 0
     for s in personal:
-        assert not words & set(caption(s, rng).split()), s
+        text = caption(s, rng)
+        assert not words & set(text.split()), (s, text)
+        described += len(text.split()) > len(BASE_TEMPLATE.format(s="checkered pyramid").split())
+    assert 0.3 < described / len(personal) < 0.7
     for s in generic:
         assert words & set(caption(s, rng).split()), s

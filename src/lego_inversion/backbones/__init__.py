@@ -58,8 +58,9 @@ def from_pipeline(pipe, model_id: str | None = None) -> Backbone:
     backbone = adapter(pipe, model_id=model_id or getattr(pipe, "name_or_path", name))
     settings = Path(str(model_id or "")) / SETTINGS_FILE
     if model_id and settings.is_file():
-        backbone.default_guidance_scale = float(json.loads(settings.read_text()).get(
-            "guidance_scale", backbone.default_guidance_scale))
+        values = json.loads(settings.read_text())
+        backbone.default_guidance_scale = float(values.get("guidance_scale", backbone.default_guidance_scale))
+        backbone.default_learning_rate = float(values.get("learning_rate", backbone.default_learning_rate))
     return backbone
 
 

@@ -67,6 +67,10 @@ class Backbone:
 
     kind = "base"
     default_guidance_scale = 7.5
+    # AdamW learning rate for the new rows when the config leaves it None: 5e-3 is the common Textual-Inversion
+    # setting for CLIP text encoders; a model folder's lego_inversion.json can override it (the toy model's
+    # 1e-2 was chosen by the toy-world sweep, docs/toyworld_benchmark.md)
+    default_learning_rate = 5e-3
 
     def __init__(self, pipe, slots: list[TextSlot], model_id: str):
         self.pipe = pipe

@@ -3,6 +3,7 @@
     lego toyworld render --subject cube --appearance checkered --concept melted --variant 1 --out cube.png
     lego toyworld make-examples --out examples
     lego toyworld train --out runs/toy_model --seed 0          # ~45 min on 2 CPU cores, resumable
+    lego toyworld train --out runs/toy_model2 --init-from runs/toy_model --unet-steps 3000   # fine-tune
     lego toyworld install-model runs/toy_model/model           # copy into the package (then commit)
     lego toyworld train-oracle --out runs/oracle               # ~15 min; then copy into toyworld/oracle/
     lego toyworld evaluate-model --n 20 --out runs/toy_eval    # the quality bar, oracle-judged, + grid
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
     t.add_argument("--vae-steps", type=int, default=2200)
     t.add_argument("--n-images", type=int, default=20000)
     t.add_argument("--time-budget-min", type=float, default=44.0)
+    t.add_argument("--p-none", type=float, default=0.30, help="share of plain-subject training images")
+    t.add_argument("--p-generic", type=float, default=0.35, help="share of generic-concept images (rest: personalized)")
+    t.add_argument("--p-describe", type=float, default=0.5,
+                   help="how often a personalized variant's caption describes its look (0: never)")
+    t.add_argument("--init-from", default="", metavar="RUN_DIR",
+                   help="fine-tune: reuse the VAE of a finished run and start the UNet from its EMA weights")
     t.set_defaults(func=_train)
 
     i = sub.add_parser("install-model", help="copy a trained export into the package's bundled model")
@@ -101,7 +108,8 @@ def _train(args) -> int:
     from .model import TrainConfig, train
 
     cfg = TrainConfig(out=args.out, seed=args.seed, unet_steps=args.unet_steps, vae_steps=args.vae_steps,
-                      n_images=args.n_images, time_budget_min=args.time_budget_min)
+                      n_images=args.n_images, time_budget_min=args.time_budget_min, init_from=args.init_from,
+                      p_none=args.p_none, p_generic=args.p_generic, p_describe=args.p_describe)
     print(train(cfg))
     return 0
 

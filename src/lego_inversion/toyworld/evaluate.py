@@ -2,9 +2,11 @@
 
     lego toyworld evaluate-model --n 20 --out runs/toy_eval     # report.json + grid.png
 
-Two prompt sets on fresh seeds: plain prompts "a photo of a {appearance} {subject}" (subject and colour
-accuracy) and generic-concept prompts as the training captions name them (generic concept present = the
-oracle's concept head equals the prompted concept). All numbers come from `toyworld.oracle`.
+Three prompt sets on fresh seeds: plain prompts "a photo of a {appearance} {subject}" (subject and colour
+accuracy), generic-concept prompts as the training captions name them (generic concept present = the
+oracle's concept head equals the prompted concept), and the neutral descriptions of the personalized variants
+(`data.VARIANT_CAPTIONS`; personalized variant present = concept and variant both right: can the model draw
+the looks that inversion has to find?). All numbers come from `toyworld.oracle`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_save_image, atomic_write_json
-from .data import generic_prompt
-from .render import APPEARANCES, CONCEPTS, SUBJECTS, grid
+from .data import VARIANT_CAPTIONS, generic_prompt
+from .render import APPEARANCES, CONCEPTS, PLURALS, SUBJECTS, grid
 
 
 def load_pipeline(model: str | None = None):
@@ -61,6 +63,10 @@ def evaluate_model(model: str | None = None, n: int = 10, steps: int = 25, guida
             s, a = SUBJECTS[rng.integers(6)], APPEARANCES[rng.integers(6)]
             cnt = int(rng.integers(2, 6))
             jobs.append((s, a, c, generic_prompt(s, a, c, cnt)))
+    for (c, v), template in VARIANT_CAPTIONS.items():
+        for _ in range(n):
+            s, a = SUBJECTS[rng.integers(6)], APPEARANCES[rng.integers(6)]
+            jobs.append((s, a, f"{c}:{v}", template.format(s=f"{a} {s}", p=f"{a} {PLURALS[s]}")))
     images = []
     for i in tqdm(range(0, len(jobs), 60), desc="generate"):
         images += generate(pipe, [j[3] for j in jobs[i:i + 60]], steps, guidance, seed + i)
@@ -68,7 +74,8 @@ def evaluate_model(model: str | None = None, n: int = 10, steps: int = 25, guida
     rows = [{"subject": j[0], "appearance": j[1], "concept": j[2], "prompt": j[3], "oracle": p}
             for j, p in zip(jobs, preds)]
     plain = [r for r in rows if r["concept"] == "none"]
-    conc = [r for r in rows if r["concept"] != "none"]
+    conc = [r for r in rows if r["concept"] in CONCEPTS]
+    desc = [r for r in rows if ":" in r["concept"]]
 
     def acc(rs, key):
         return float(np.mean([r["oracle"][key] == r[key] for r in rs])) if rs else float("nan")
@@ -83,9 +90,18 @@ def evaluate_model(model: str | None = None, n: int = 10, steps: int = 25, guida
         "generic_variant_rate": float(np.mean([r["oracle"]["variant"] == 0 for r in conc
                                                if r["oracle"]["concept"] == r["concept"]] or [float("nan")])),
         "per_concept_present": {c: acc([r for r in conc if r["concept"] == c], "concept") for c in CONCEPTS},
+        "described_variant_present": _variant_rate(desc),
+        "per_described_variant_present": {k: _variant_rate([r for r in desc if r["concept"] == k])
+                                          for k in sorted({r["concept"] for r in desc})},
     }
     out = Path(out)
     atomic_write_json(out / "report.json", {"summary": summary, "rows": rows})
-    pick = [i for i in range(len(rows)) if i % max(1, n) < 2][:48]  # a few of each kind
+    pick = [i for i in range(len(rows)) if i % max(1, n) < 2][:60]  # a few of each kind
     atomic_save_image(out / "grid.png", grid([images[i] for i in pick], cols=12))
     return {"summary": summary, "rows": rows}
+
+
+def _variant_rate(rows: list[dict]) -> float:
+    """Fraction of rows ("concept:variant") whose oracle reading has both that concept and that variant."""
+    hits = [f"{r['oracle']['concept']}:{r['oracle']['variant']}" == r["concept"] for r in rows]
+    return float(np.mean(hits)) if hits else float("nan")

@@ -24,6 +24,7 @@ import torch
 
 from ..atomic import atomic_torch_save, atomic_write_json
 from ..errors import UserError
+from .data import P_DESCRIBE, P_GENERIC, P_NONE
 
 MAX_LEN = 77  # LDMTextToImagePipeline pads to 77 tokens
 MODEL_INDEX = {
@@ -36,7 +37,9 @@ MODEL_INDEX = {
     "scheduler": ["diffusers", "DDIMScheduler"],
 }
 
-DEFAULTS = {"guidance_scale": 3.0}  # lego_inversion.json: the backbone adapter's defaults for this model
+# lego_inversion.json: the backbone adapter's defaults for this model (learning rate: the toy-world sweep,
+# docs/toyworld_benchmark.md)
+DEFAULTS = {"guidance_scale": 3.0, "learning_rate": 1e-2}
 
 
 @dataclass
@@ -46,6 +49,9 @@ class TrainConfig:
     out: str = "runs/toy_model"
     seed: int = 0
     n_images: int = 20000
+    p_none: float = P_NONE  # training mixture (data.py): plain subjects, generic concepts, personalized rest
+    p_generic: float = P_GENERIC
+    p_describe: float = P_DESCRIBE  # a personalized variant's caption describes its look (never names it)
     vae_steps: int = 2200
     vae_batch: int = 16
     vae_crop: int = 64  # < 64: train the (convolutional) VAE on random crops
@@ -59,6 +65,7 @@ class TrainConfig:
     time_budget_min: float = 44.0  # stop the UNet phase when the whole run exceeds this
     threads: int = 2
     checkpoint_every: int = 250
+    init_from: str = ""  # a finished run folder: reuse its VAE and start the UNet from its EMA weights (fine-tune)
 
     def __post_init__(self) -> None:
         for name in ("n_images", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "threads",
@@ -69,6 +76,15 @@ class TrainConfig:
             raise UserError(f"train config: cfg_dropout must be in [0, 1) (got {self.cfg_dropout})")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"train config: ema_decay must be in (0, 1) (got {self.ema_decay})")
+        if min(self.p_none, self.p_generic, self.p_describe) < 0 or self.p_none + self.p_generic > 1 \
+                or self.p_describe > 1:
+            raise UserError("train config: p_none, p_generic, p_describe must be probabilities with "
+                            f"p_none + p_generic <= 1 (got {self.p_none}, {self.p_generic}, {self.p_describe})")
+        if self.init_from:
+            for name in ("vae_state.pt", "unet_state.pt"):
+                if not (Path(self.init_from) / name).is_file():
+                    raise UserError(f"train config: init_from {self.init_from}: {name} not found "
+                                    "(give the --out folder of a finished `lego toyworld train` run)")
 
 
 def build_vae():
@@ -143,14 +159,16 @@ def train(cfg: TrainConfig, log=sys.stdout) -> Path:
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    scenes = sample_scenes(cfg.n_images, cfg.seed)
-    captions = [caption(s, rng) for s in scenes]
+    scenes = sample_scenes(cfg.n_images, cfg.seed, cfg.p_none, cfg.p_generic)
+    captions = [caption(s, rng, cfg.p_describe) for s in scenes]
     _log(log, f"rendering {len(scenes)} scenes")
     images = images_to_tensor(render(s) for s in tqdm(scenes, desc="render", file=log, mininterval=30))
 
     # ---- phase 1: the autoencoder
     vae = build_vae()
     vae_ckpt = out / "vae_state.pt"
+    if cfg.init_from and not vae_ckpt.exists():  # fine-tune: the VAE is reused as it is (no VAE steps)
+        shutil.copyfile(Path(cfg.init_from) / "vae_state.pt", vae_ckpt)
     state = torch.load(vae_ckpt, weights_only=True) if vae_ckpt.exists() else {"step": 0}
     if "model" in state:
         vae.load_state_dict(state["model"])
@@ -205,6 +223,10 @@ def train(cfg: TrainConfig, log=sys.stdout) -> Path:
     if "model" in state:
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+    elif cfg.init_from:  # fine-tune from the EMA weights of an earlier run; fresh optimizer and step count
+        init = torch.load(Path(cfg.init_from) / "unet_state.pt", weights_only=True)["ema"]
+        unet.load_state_dict(init)
+        ema.load_state_dict(init)
     else:
         ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
