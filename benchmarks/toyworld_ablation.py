@@ -1,6 +1,6 @@
 """Lego's ablation (Fig. 9, Table 2, §5.5) measured on the toy world, scored by the oracle.
 
-    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation              # ~37 min, 2 CPU cores
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation --seeds 0 1 2   # ~1 h, 2 CPU cores
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_smoke --concepts melted_cube \
         --methods ti lego --seeds 0 --steps 20 --images 2 --targets ball            # smoke test, ~3 min
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", default=str(ROOT / "examples"))
     ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
     ap.add_argument("--methods", nargs="*", default=["text", *METHODS])
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=InversionConfig.steps, help="inversion steps per run")
     ap.add_argument("--images", type=int, default=6, help="images per target subject")
     ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])
