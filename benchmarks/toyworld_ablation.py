@@ -43,24 +43,9 @@ METRICS = ("success", "leakage", "fidelity", "clean")
 
 def parse_overrides(items: list[str]) -> dict:
     """["learning_rate=1e-2", "subject_from_with=false"] -> typed InversionConfig keyword arguments."""
-    from dataclasses import fields
+    from lego_inversion.config import InversionConfig, parse_overrides as parse
 
-    from lego_inversion.config import InversionConfig
-
-    types = {f.name: f.type for f in fields(InversionConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types or key in ("method", "steps", "seed"):
-            raise ValueError(f"{item!r}: use KEY=VALUE with an InversionConfig field other than method/steps/seed")
-        kind = str(types[key])
-        if "bool" in kind:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"{item!r}: {key} takes true or false")
-            out[key] = value.lower() in ("true", "1")
-        else:
-            out[key] = int(value) if kind.startswith("int") else float(value) if "float" in kind else value
-    return out
+    return parse(InversionConfig, items, exclude=("method", "steps", "seed"))
 
 
 def score(pred: dict, truth: dict, target: str) -> dict[str, float]:
@@ -155,11 +140,13 @@ def save_method_grids(out: Path, cells: list[dict], methods: list[str]) -> list[
 
     written = []
     for m in methods:
-        rows = []
-        for c in sorted((c for c in cells if c["method"] == m), key=lambda c: (c["concept"], c["seed"])):
-            f = out / "grids" / "cells" / f"{c['concept']}-{m}-{c['seed']}.png"
-            if f.is_file() and c["seed"] == min(x["seed"] for x in cells if x["method"] == m):
-                rows.append(Image.open(f).convert("RGB"))
+        seeds = [c["seed"] for c in cells if c["method"] == m]
+        if not seeds:
+            continue
+        first = min(seeds)
+        concepts = sorted(c["concept"] for c in cells if c["method"] == m and c["seed"] == first)
+        files = [out / "grids" / "cells" / f"{k}-{m}-{first}.png" for k in concepts]
+        rows = [Image.open(f).convert("RGB") for f in files if f.is_file()]
         if rows:
             sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
             y = 0

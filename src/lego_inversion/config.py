@@ -94,3 +94,27 @@ class InversionConfig:
         if unknown:
             raise UserError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}")
         return cls(**data)
+
+
+def parse_overrides(cls, items: list[str], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """["learning_rate=1e-2", "subject_from_with=false"] -> keyword arguments for the dataclass `cls`, typed by
+    its field annotations (bool, int, float, else str). Raises ValueError naming the bad item."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types or key in exclude:
+            raise ValueError(f"{item!r}: use KEY=VALUE with a {cls.__name__} field"
+                             + (f" other than {'/'.join(exclude)}" if exclude else ""))
+        kind = types[key]
+        try:
+            if "bool" in kind:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = value.lower() in ("true", "1")
+            else:
+                out[key] = int(value) if kind.startswith("int") else float(value) if "float" in kind else value
+        except ValueError:
+            raise ValueError(f"{item!r}: {key} takes a {kind.split(' ')[0]}") from None
+    return out
+

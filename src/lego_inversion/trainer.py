@@ -251,23 +251,26 @@ class InversionRun:
         return self.out_dir
 
 
-def _prepare_out_dir(out_dir: Path, config: InversionConfig, resume: bool) -> bool:
-    """Check OUT_DIR before anything is written; returns True when a checkpoint will be resumed."""
+def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
+    """Check OUT_DIR before anything is written; returns the saved config of the run to resume, if any."""
     if not out_dir.exists() or not any(out_dir.iterdir()):
-        return False
+        return None
     if not resume:
         raise UserError(f"{out_dir}: folder exists and is not empty; pass --resume to continue that run or "
                         "choose a new --out")
     saved = out_dir / CONFIG_FILE
     if not saved.is_file():
         raise UserError(f"{out_dir}: not a lego invert run (no {CONFIG_FILE}); choose a new --out")
-    previous = InversionConfig.from_dict(json.loads(saved.read_text()))
+    return InversionConfig.from_dict(json.loads(saved.read_text()))
+
+
+def _check_resume_settings(out_dir: Path, previous: InversionConfig, config: InversionConfig) -> None:
+    """`config` (with the model's defaults resolved) may differ from the saved run only in RESUMABLE fields."""
     changed = [k for k, v in config.to_dict().items() if k not in InversionConfig.RESUMABLE
-               and previous.to_dict().get(k) != v and not (k == "learning_rate" and v is None)]
+               and previous.to_dict().get(k) != v]
     if changed:
-        raise UserError(f"{saved}: --resume with different settings ({', '.join(changed)}); use the run's "
-                        "settings or a new --out")
-    return (out_dir / CHECKPOINT_FILE).is_file()
+        raise UserError(f"{out_dir / CONFIG_FILE}: --resume with different settings ({', '.join(changed)}); use "
+                        "the run's settings or a new --out")
 
 
 def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig | None = None,
@@ -282,13 +285,14 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
     spec = load_concept(concept_dir, require_without=config.subject_separation)
     if config.use_context_loss:
         spec.check_context_words()
-    resuming = _prepare_out_dir(out_dir, config, resume)
+    previous = _prepare_out_dir(out_dir, resume)
     if backbone is None:
         backbone = load_backbone(model, device=config.device, allow_pickle=allow_pickle)
     run = InversionRun(spec, backbone, config, out_dir)
-    if resuming and config.learning_rate is None:  # the model's default must still be the run's
-        _prepare_out_dir(out_dir, run.config, resume)
-    config = run.config
+    config = run.config  # model-dependent defaults (learning rate) resolved
+    if previous is not None:
+        _check_resume_settings(out_dir, previous, config)
+    resuming = previous is not None and (out_dir / CHECKPOINT_FILE).is_file()
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

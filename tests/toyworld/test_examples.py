@@ -111,3 +111,17 @@ def test_describe_zero_reproduces_the_first_models_captions():
             assert got != BASE_TEMPLATE.format(s=adj + s.subject)
             r2.integers(3 if s.concept == "sleeping" else 2)  # the template draw
     assert r1.random() == r2.random()  # both generators consumed exactly the same draws
+
+
+def test_train_entry_point_overrides_are_typed():
+    """`python -m lego_inversion.toyworld.model OUT key=value ...` parses through config.parse_overrides."""
+    from lego_inversion.config import parse_overrides
+    from lego_inversion.toyworld.model import TrainConfig
+
+    got = parse_overrides(TrainConfig, ["init_from=runs/a", "unet_steps=3000", "p_describe=0"], exclude=("out",))
+    assert got == {"init_from": "runs/a", "unet_steps": 3000, "p_describe": 0.0}
+    assert isinstance(got["unet_steps"], int) and isinstance(got["p_describe"], float)
+    with pytest.raises(ValueError, match="unet_steps takes a int"):
+        parse_overrides(TrainConfig, ["unet_steps=many"])
+    with pytest.raises(ValueError, match="other than out"):
+        parse_overrides(TrainConfig, ["out=x"], exclude=("out",))

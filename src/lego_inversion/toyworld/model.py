@@ -318,11 +318,9 @@ def export_checkpoint(run_dir: str | Path, scaling_factor: float, folder: str | 
 
 
 def main() -> None:  # python -m lego_inversion.toyworld.model OUT [key=value ...]
-    kw = dict(a.split("=", 1) for a in sys.argv[2:])
-    types = TrainConfig.__annotations__
-    cfg = TrainConfig(out=sys.argv[1], **{k: {"int": int, "float": float}.get(types[k], str)(v)
-                                          for k, v in kw.items()})
-    train(cfg)
+    from ..config import parse_overrides
+
+    train(TrainConfig(out=sys.argv[1], **parse_overrides(TrainConfig, sys.argv[2:], exclude=("out",))))
 
 
 if __name__ == "__main__":
