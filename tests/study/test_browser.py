@@ -40,8 +40,8 @@ def browser():
 
 
 def test_rater_completes_study_in_browser(browser, study_inputs, tmp_path, capsys):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     out = tmp_path / "e2e"
@@ -52,26 +52,28 @@ def test_rater_completes_study_in_browser(browser, study_inputs, tmp_path, capsy
     server.start()
     link = f"{server.url}/r/{study.rater_tokens['r001']}"
     total = len(study.order["r001"])
+    # While a page is being replaced, Chrome may answer any query with a generic WebDriverException (not only
+    # StaleElementReference: "Node with given id does not belong to the document"), so every wait polls the
+    # page's *content* and treats such an error as "not yet".
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,))
     clicked = {}
     try:
         browser.get(link)
         for n in range(total):
-            wait = WebDriverWait(browser, 20)
-            wait.until(ec.presence_of_element_located((By.ID, "question")))
+            wait.until(lambda d, n=n: f"Question {n + 1} of {total}" in d.page_source)
+            wait.until(lambda d: d.execute_script(
+                "const imgs = [...document.querySelectorAll('.refs img')];"
+                "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);"))
             assert browser.find_element(By.ID, "question").text == study.question
-            assert f"Question {n + 1} of {total}" in browser.page_source
-            refs = browser.find_elements(By.CSS_SELECTOR, ".refs img")
-            assert refs and all(browser.execute_script("return arguments[0].naturalWidth", r) > 0 for r in refs)
             item = browser.find_element(By.NAME, "item").get_attribute("value")
             side = "left" if n % 3 else "right"
             clicked[item] = side
-            button = browser.find_element(By.ID, f"choose-{side}")
-            button.click()
-            wait.until(ec.staleness_of(button))
+            browser.find_element(By.ID, f"choose-{side}").click()
+            after = f"Question {n + 2} of {total}" if n + 1 < total else 'id="done"'
+            wait.until(lambda d, after=after: after in d.page_source)  # the answer is stored
             if n == total // 2:  # leave and come back later through the same link
                 browser.get(server.url + "/")
                 browser.get(link)
-        WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "done")))
     finally:
         server.stop()
     assert len(clicked) == total
