@@ -3,6 +3,7 @@
     python benchmarks/trainer_speed.py                       # a 64 px random SD model built on the fly (CPU)
     python benchmarks/trainer_speed.py --model toy           # the embedded toy-world model
     python benchmarks/trainer_speed.py --model runwayml/stable-diffusion-v1-5 --device cuda --batch 2
+    python benchmarks/trainer_speed.py --model sd15-random --device cuda --mixed-precision bf16   # no hub needed
 
 The baseline is the textbook TI recipe (as in the diffusers example script): VAE-encode the images every step,
 resize the embedding table, let AdamW hold the *whole* table, and copy the original rows back after each step.
@@ -45,23 +46,19 @@ def build_model(folder: Path) -> str:
     return str(folder)
 
 
-def lego_side(model: str, concept: Path, steps: int, batch: int, device: str) -> dict:
+def lego_side(model: str, concept: Path, steps: int, batch: int, device: str, mixed_precision: str) -> dict:
     from lego_inversion.backbones import load_backbone
     from lego_inversion.concept import load_concept
     from lego_inversion.config import InversionConfig
     from lego_inversion.trainer import InversionRun
 
     backbone = load_backbone(model, device=device)
-    run = InversionRun(load_concept(concept), backbone, InversionConfig(batch_size=batch, steps=steps + 2),
-                       Path(tempfile.mkdtemp()))
-    run.train_step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        run.train_step()
-    return {"seconds": time.perf_counter() - start, "samples_per_step": 2 * batch}
+    config = InversionConfig(batch_size=batch, steps=steps + 2, mixed_precision=mixed_precision, device=device)
+    run = InversionRun(load_concept(concept), backbone, config, Path(tempfile.mkdtemp()))
+    return timed(run.train_step, steps, device, batch)
 
 
-def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str) -> dict:
+def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str, mixed_precision: str) -> dict:
     from diffusers import DDPMScheduler, DiffusionPipeline
 
     from lego_inversion.concept import load_concept
@@ -69,64 +66,96 @@ def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str
 
     spec = load_concept(concept)
     pipe = DiffusionPipeline.from_pretrained(model).to(device)
-    tok, unet = pipe.tokenizer, pipe.unet
+    unet = pipe.unet
     ldm = hasattr(pipe, "bert")  # LDMTextToImagePipeline (toy model, LDM-256): BERT text side, 77 tokens
-    enc, vae = (pipe.bert, pipe.vqvae) if ldm else (pipe.text_encoder, pipe.vae)
-    max_length = 77 if ldm else tok.model_max_length
+    sdxl = hasattr(pipe, "text_encoder_2")  # as diffusers' textual_inversion_sdxl.py: both tables train
+    vae = pipe.vqvae if ldm else pipe.vae
+    pairs = [(pipe.tokenizer, pipe.bert if ldm else pipe.text_encoder)]
+    if sdxl:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     tokens = [spec.subject_token] + spec.tokens
-    tok.add_tokens(tokens)
-    enc.resize_token_embeddings(len(tok))
-    ids_new = tok.convert_tokens_to_ids(tokens)
-    table = enc.get_input_embeddings().weight
-    with torch.no_grad():
-        for i in ids_new:
-            table[i] = table[tok.convert_tokens_to_ids("cube")]
-    orig = table.detach().clone()
-    keep = torch.ones(len(tok), dtype=torch.bool)
-    keep[ids_new] = False
-    for m in (vae, unet, enc):
+    prompt = spec.prompts["with"].format(subject=spec.subject_token, concept=" ".join(spec.tokens))
+    for m in (vae, unet):
         m.requires_grad_(False)
-    enc.get_input_embeddings().requires_grad_(True)
-    opt = torch.optim.AdamW(enc.get_input_embeddings().parameters(), lr=5e-3, weight_decay=0.0)
+    params, restore, ids = [], [], []
+    for tok, enc in pairs:
+        tok.add_tokens(tokens)
+        enc.resize_token_embeddings(len(tok))
+        enc.requires_grad_(False)
+        table = enc.get_input_embeddings().weight
+        new_rows = tok.convert_tokens_to_ids(tokens)
+        with torch.no_grad():
+            for i in new_rows:
+                table[i] = table[tok.convert_tokens_to_ids("cube")]
+        keep = torch.ones(len(tok), dtype=torch.bool)
+        keep[new_rows] = False
+        enc.get_input_embeddings().requires_grad_(True)
+        params += list(enc.get_input_embeddings().parameters())
+        restore.append((table, table.detach().clone(), keep))
+        ids.append(tok([prompt] * (2 * batch), padding="max_length", max_length=77, truncation=True,
+                       return_tensors="pt").input_ids.to(device))
+    opt = torch.optim.AdamW(params, lr=5e-3, weight_decay=0.0)
     size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     images = spec.with_images + spec.without_images
     pixels = torch.stack([to_tensor(load_image(p, size=size)) for p in images]).to(device)
-    prompt = spec.prompts["with"].format(subject=spec.subject_token, concept=" ".join(spec.tokens))
-    ids = tok([prompt] * (2 * batch), padding="max_length", max_length=max_length, truncation=True,
-              return_tensors="pt").input_ids.to(device)
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]] * (2 * batch), device=device, dtype=torch.float32)
+    amp = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    use_amp = mixed_precision != "no" and device.startswith("cuda")  # as the Lego trainer: autocast on CUDA only
+
+    def condition() -> tuple[torch.Tensor, dict]:
+        if not sdxl:
+            return pairs[0][1](ids[0])[0], {}
+        first = pairs[0][1](ids[0], output_hidden_states=True)
+        second = pairs[1][1](ids[1], output_hidden_states=True)
+        hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        return hidden, {"added_cond_kwargs": {"text_embeds": second.text_embeds, "time_ids": time_ids}}
 
     def step():
-        idx = torch.randint(len(images), (2 * batch,))
-        latents = vae.encode(pixels[idx]).latent_dist.sample() * vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        t = torch.randint(sched.config.num_train_timesteps, (latents.shape[0],), device=device)
-        pred = unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=enc(ids)[0]).sample
+        with torch.autocast(torch.device(device).type, dtype=amp, enabled=use_amp):
+            idx = torch.randint(len(images), (2 * batch,))
+            latents = vae.encode(pixels[idx]).latent_dist.sample() * vae.config.scaling_factor
+            noise = torch.randn_like(latents)
+            t = torch.randint(sched.config.num_train_timesteps, (latents.shape[0],), device=device)
+            hidden, extra = condition()
+            pred = unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=hidden, **extra).sample
         torch.nn.functional.mse_loss(pred.float(), noise.float()).backward()
         opt.step()
         opt.zero_grad()
         with torch.no_grad():
-            enc.get_input_embeddings().weight[keep] = orig[keep]
+            for table, original, keep in restore:
+                table[keep] = original[keep]
 
+    return timed(step, steps, device, batch)
+
+
+def timed(step, steps: int, device: str, batch: int) -> dict:
+    """One warm-up step, then `steps` timed ones (CUDA work is waited for before the clock is read)."""
     step()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return {"seconds": time.perf_counter() - start, "samples_per_step": 2 * batch}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="hub id or folder; 'toy'; or sd15-random / sdxl-random: the released "
+                    "architecture with random weights, built on the fly (for GPUs without hub access)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no", help="autocast, both sides")
+    ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--only", choices=("lego", "baseline"), help=argparse.SUPPRESS)
     ap.add_argument("--concept", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.only:
         side = lego_side if args.only == "lego" else baseline_side
-        result = side(args.model, args.concept, args.steps, args.batch, args.device)
+        result = side(args.model, args.concept, args.steps, args.batch, args.device, args.mixed_precision)
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if args.device.startswith("cuda"):
             result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -142,21 +171,34 @@ def main() -> None:
         from lego_inversion.backbones import resolve_model
 
         model = resolve_model(None)
+    elif model.endswith("-random"):
+        from lego_inversion.testing import build_full_size
+
+        started = time.perf_counter()
+        model = str(build_full_size(work / model, model.removesuffix("-random")))
+        print(f"built {args.model} in {time.perf_counter() - started:.0f} s", flush=True)
     concept = make_concept(work / "melted")
     results = {}
     for name in ("baseline", "lego"):
         cmd = [sys.executable, __file__, "--only", name, "--model", model, "--concept", str(concept),
-               "--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device]
+               "--steps", str(args.steps), "--batch", str(args.batch), "--device", args.device,
+               "--mixed-precision", args.mixed_precision]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results[name] = json.loads(out)
         r = results[name]
         r["samples_per_s"] = r["samples_per_step"] * args.steps / r["seconds"]
         print(f"{name:9s} {r['samples_per_s']:8.2f} samples/s  {args.steps / r['seconds']:6.2f} steps/s  "
               f"peak RSS {r['peak_rss_mib']:7.0f} MiB" + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB"
-                                                          if "peak_cuda_mib" in r else ""))
+                                                          if "peak_cuda_mib" in r else ""), flush=True)
     ratio = results["lego"]["samples_per_s"] / results["baseline"]["samples_per_s"]
     print(f"lego / baseline samples/s: {ratio:.2f}x  (model {args.model or 'random 64px SD'}, batch "
-          f"{2 * args.batch} samples per UNet call, device {args.device})")
+          f"{2 * args.batch} samples per UNet call, device {args.device}, mixed precision {args.mixed_precision})")
+    if args.json:
+        record = {"model": args.model, "device": args.device, "mixed_precision": args.mixed_precision,
+                  "steps": args.steps, "batch": args.batch, "ratio": ratio, **results}
+        if args.device.startswith("cuda"):
+            record["gpu"] = torch.cuda.get_device_name()
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

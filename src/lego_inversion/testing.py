@@ -193,3 +193,73 @@ def build_tiny_ldm(folder: str | Path, seed: int = 0, autoencoder: str = "vq") -
                                   scheduler=scheduler)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# Published architectures (the hub configs of runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-
+# base-1.0), so that real-size speed and memory can be measured where no weights can be downloaded.
+_VAE_FULL = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               projection_dim=768, hidden_act="quick_gelu")
+_CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   projection_dim=1280, hidden_act="gelu")
+_SCALED_LINEAR = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+
+
+def full_size_components(family: str) -> dict:
+    """Randomly initialised real-size components of `family` ("sd15" or "sdxl"), without tokenizers.
+
+    Build them under `with torch.device("meta"):` to count parameters for free (tests/test_testing.py checks
+    the published totals: SD 1.5 UNet 859.5 M, SDXL UNet 2567.5 M).
+    """
+    if family not in ("sd15", "sdxl"):
+        raise ValueError(f"family must be 'sd15' or 'sdxl', not {family!r}")
+    from diffusers import AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def text(arch: dict) -> CLIPTextConfig:  # the released configs' legacy special-token ids
+        return CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77, bos_token_id=0, eos_token_id=2,
+                              pad_token_id=1, **arch)
+
+    with torch.device("cpu"):  # schedulers keep real (CPU) tensors, also when the models are built on "meta"
+        scheduler = (DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **_SCALED_LINEAR) if family == "sd15"
+                     else EulerDiscreteScheduler(timestep_spacing="leading", **_SCALED_LINEAR))
+    if family == "sd15":
+        return dict(vae=AutoencoderKL(sample_size=512, **_VAE_FULL), text_encoder=CLIPTextModel(text(_CLIP_L)),
+                    unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768), scheduler=scheduler)
+    if family == "sdxl":
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+        return dict(vae=AutoencoderKL(sample_size=1024, scaling_factor=0.13025, force_upcast=True, **_VAE_FULL),
+                    text_encoder=CLIPTextModel(text(_CLIP_L)),
+                    text_encoder_2=CLIPTextModelWithProjection(text(_CLIP_BIG_G)), unet=unet, scheduler=scheduler)
+
+
+def build_full_size(folder: str | Path, family: str, seed: int = 0) -> Path:
+    """A real-size, randomly initialised SD 1.5 or SDXL pipeline saved to `folder` (fp32 safetensors).
+
+    Only for speed and memory measurements (benchmarks/trainer_speed.py --model sd15-random|sdxl-random):
+    the weights are noise, so the images are too.
+    """
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    tokenizer = build_clip_tokenizer(folder / "_tokenizer_src")
+    torch.manual_seed(seed)
+    parts = full_size_components(family)
+    if family == "sd15":
+        pipe = StableDiffusionPipeline(tokenizer=tokenizer, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False, **parts)
+    else:
+        src = folder / "_tokenizer_src"
+        tokenizer_2 = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"), pad_token="!",
+                                    model_max_length=77)
+        pipe = StableDiffusionXLPipeline(tokenizer=tokenizer, tokenizer_2=tokenizer_2, add_watermarker=False,
+                                         force_zeros_for_empty_prompt=True, **parts)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
