@@ -56,3 +56,24 @@ def test_wrong_base_model_is_refused(tmp_path, melted_run):
     pipe.text_encoder = tiny_clip_text_encoder(hidden=64)
     with pytest.raises(UserError, match="expects \\[64\\]"):
         ConceptGenerator(from_pipeline(pipe, "other"), [load_learned(melted_run)])
+
+
+def test_half_precision_generation_with_learned_tokens(tiny_sd, melted_run):
+    """--dtype bf16/fp16: the text encoder still reports the model's dtype after the fp32 rows are installed
+    (diffusers casts prompt embeddings to `text_encoder.dtype`; fp32 there broke every half-precision call on
+    a GPU), the learned rows stay fp32 and equal to the saved ones, and the concept still changes the image."""
+    import torch
+
+    from lego_inversion.formats import load_learned
+
+    half = load_generator(str(tiny_sd), [melted_run], device="cpu", dtype="bf16")
+    encoder = half.backbone.slots[0].encoder
+    assert encoder.dtype == torch.bfloat16 and half.backbone.unet.dtype == torch.bfloat16
+    ext = half.backbone.slots[0].ext
+    assert ext.extra.dtype == torch.float32
+    saved = load_learned(melted_run).vectors["<melted>"][0]
+    torch.testing.assert_close(ext.rows(half.backbone.token_ids(["<melted>"])[0])[0].detach(), saved)
+    with_concept, plain = half.generate(["a photo of a bear that is {melted}", "a photo of a bear that is"],
+                                        seeds=[3, 3], num_inference_steps=2, progress=False)
+    assert with_concept.size == (16, 16)
+    assert not np.array_equal(np.asarray(with_concept), np.asarray(plain))

@@ -96,13 +96,15 @@ def test_one_step_changes_only_the_new_rows_of_both_encoders(tiny_sdxl, tmp_path
         assert not torch.equal(rows.detach(), rows_before[key]), f"{key} was not trained"
 
 
-def test_generation_and_saved_files_load_back(tiny_sdxl, sdxl_run, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bf16"])
+def test_generation_and_saved_files_load_back(tiny_sdxl, sdxl_run, dtype):
     saved = load_file(sdxl_run / "learned_embeds.safetensors")
     assert saved["<melted>"].shape == (32,) and saved["<melted>::text_encoder_2"].shape == (64,)
     assert (sdxl_run / "validation" / "step_000002.png").is_file()  # generation through the SDXL pipeline
-    gen = load_generator(str(tiny_sdxl), [sdxl_run])
+    gen = load_generator(str(tiny_sdxl), [sdxl_run], device="cpu", dtype=dtype)
     for slot, key in zip(gen.backbone.slots, ["<melted>", "<melted>::text_encoder_2"]):
         torch.testing.assert_close(slot.ext.rows([slot.token_id("<melted>")])[0], saved[key])
+        assert slot.encoder.dtype == gen.backbone.unet.dtype  # diffusers casts prompt embeddings to this
     images = gen.generate(["a photo of a sphere that is {concept}"], seeds=[0], num_inference_steps=2,
                           progress=False)
     assert images[0].size == (16, 16)

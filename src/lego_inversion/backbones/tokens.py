@@ -20,6 +20,16 @@ import torch
 from torch import nn
 
 
+class _NewRows(nn.Module):
+    """Holds the fp32 rows. A child module registered after `base`, so that the encoder's first floating
+    parameter stays the frozen table: transformers' `model.dtype` is that parameter's dtype, and diffusers
+    casts prompt embeddings to it (an fp32 parameter first breaks fp16/bf16 generation)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+
 class TokenExtension(nn.Module):
     """An input-embedding module = frozen `base` table (V rows) + trainable `extra` rows (ids V, V+1, ...)."""
 
@@ -27,7 +37,7 @@ class TokenExtension(nn.Module):
         super().__init__()
         self.base = base
         self.base.weight.requires_grad_(False)
-        self.extra = nn.Parameter(base.weight.new_zeros((0, base.weight.shape[1]), dtype=torch.float32))
+        self.new = _NewRows(base.weight.new_zeros((0, base.weight.shape[1]), dtype=torch.float32))
         self._frozen: torch.Tensor | None = None
 
     @classmethod
@@ -53,6 +63,11 @@ class TokenExtension(nn.Module):
         return self.base.weight.shape[1]
 
     @property
+    def extra(self) -> nn.Parameter:
+        """The trainable rows (fp32), one per new token id, in id order."""
+        return self.new.weight
+
+    @property
     def weight(self) -> torch.Tensor:
         """The full table (read-only view for code that expects `nn.Embedding.weight`)."""
         return torch.cat([self.base.weight, self.extra.detach().to(self.base.weight.dtype)])
@@ -62,7 +77,7 @@ class TokenExtension(nn.Module):
         start = self.num_embeddings
         vectors = vectors.detach().to(device=self.base.weight.device, dtype=torch.float32).reshape(-1,
                                                                                                    self.embedding_dim)
-        self.extra = nn.Parameter(torch.cat([self.extra.detach(), vectors]))
+        self.new.weight = nn.Parameter(torch.cat([self.extra.detach(), vectors]))
         return list(range(start, start + vectors.shape[0]))
 
     def rows(self, ids: Iterable[int]) -> torch.Tensor:
