@@ -104,8 +104,10 @@ def test_kill_minus_nine_loses_at_most_one_checkpoint_interval(tiny_sd, concept_
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"CI": "1"})
     ckpt = out / "checkpoint.safetensors"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.exists() and time.time() - ckpt.stat().st_mtime > 0.5):
-        time.sleep(0.2)
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few checkpoint writes later, at an arbitrary point (possibly mid-write)
+    assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists(), "no checkpoint written within 120 s"
@@ -113,7 +115,7 @@ def test_kill_minus_nine_loses_at_most_one_checkpoint_interval(tiny_sd, concept_
 
     with safe_open(str(ckpt), "pt") as fh:  # the checkpoint on disk is complete and readable
         step = json.loads(fh.metadata()["lego_checkpoint"])["step"]
-    assert step >= 2 and step % 2 == 0
+    assert 2 <= step < 400 and step % 2 == 0  # killed mid-training, not after it
     config = json.loads((out / "config.json").read_text())
     config["steps"] = step + 2
     resumed = invert(concept_dir, out, InversionConfig.from_dict(config), model=str(tiny_sd), resume=True,
