@@ -47,4 +47,4 @@ def test_bad_input_exit_code_2_one_line_nothing_written(tiny_sd, tmp_path, capsy
 def test_bad_toml_via_cli(tmp_path, capsys):
     concept = make_concept(tmp_path / "c", CONCEPT_TOML + "\n[prompts]\n")
     assert main(["invert", str(concept), "--out", str(tmp_path / "o"), "--model", "x"]) == 2
-    assert "malformed TOML" in capsys.readouterr().err
+    assert "not valid TOML" in capsys.readouterr().err

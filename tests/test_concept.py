@@ -45,7 +45,7 @@ negatives = ["fire"]
     (lambda r: __import__("shutil").rmtree(r / "with"), "with: missing folder"),
     (lambda r: [p.unlink() for p in (r / "without").iterdir()], "without: no images"),
     (lambda r: (r / "with" / "w0.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really"), "w0.png: cannot read"),
-    (lambda r: (r / "concept.toml").write_text("[subject\ninit='x'"), "malformed TOML"),
+    (lambda r: (r / "concept.toml").write_text("[subject\ninit='x'"), "not valid TOML"),
     (lambda r: (r / "concept.toml").write_text(CONCEPT_TOML + "\ncolour = 'red'\n"), "unknown key 'colour'"),
     (lambda r: (r / "concept.toml").write_text(CONCEPT_TOML.replace('init = "cube"', 'init = "cube"\nsize = 3')),
      "unknown key 'size' in [subject]"),

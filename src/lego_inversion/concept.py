@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import re
 import string
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .images import list_images, load_image
+from .documents import read_document
 
 TOP_KEYS = {"name", "description", "subject", "concept", "prompts", "captions", "validation", "evaluation", "toyworld"}
 SUBJECT_KEYS = {"init", "token"}
@@ -189,12 +189,8 @@ _KIND_TEXT = {"with": "that show the concept", "without": "of the same subject w
 
 
 def parse_concept_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; every concept folder needs a concept.toml (see examples/)") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: malformed TOML ({exc}); fix the syntax") from None
+    return read_document(path, missing="every concept folder needs a concept.toml (see examples/)",
+                         fix="fix the syntax")
 
 
 def load_concept(root: str | Path, require_without: bool = True, check_images: bool = True) -> ConceptSpec:

@@ -11,13 +11,12 @@ description instead of its learned tokens. See docs/evaluation.md for the full T
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..documents import read_document
 
 METRICS = ("vqa", "count", "clip", "dino")
 TEXT_METHOD = "text"
@@ -176,12 +175,7 @@ def _resolve(base: Path, p: str) -> Path:
 def load_eval_config(path: str | Path) -> EvalConfig:
     """Read an evaluation TOML (schema in docs/evaluation.md); relative paths are relative to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: evaluation config not found; pass an existing .toml file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    data = read_document(path, missing="pass an existing evaluation .toml file", fix="fix the syntax")
     base = path.parent
     known = {"concepts", "targets", "methods", "num_images", "seed", "metrics", "grid_images", "generation",
              "models"}
@@ -224,13 +218,9 @@ def load_eval_config(path: str | Path) -> EvalConfig:
 def read_concept_json(folder: Path) -> dict:
     """Read `concept.json` of a learned concept folder (`lego invert` output)."""
     path = Path(folder) / "concept.json"
-    if not path.is_file():
-        raise UserError(f"{folder}: not a learned concept folder (no concept.json); run `lego invert` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); re-run `lego invert`") from None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    data = read_document(path, missing="not a learned concept folder; run `lego invert` first",
+                         fix="re-run `lego invert`")
+    if not isinstance(data.get("name"), str):
         raise UserError(f"{path}: field `name` is missing; re-run `lego invert`")
     return data
 

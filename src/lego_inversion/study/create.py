@@ -28,6 +28,7 @@ from typing import Any
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import UserError
 from ..imageset import read_manifest
+from ..documents import read_document
 from .model import DEFAULT_QUESTION, FORMAT, load_study
 
 MAX_SIDE = 1024  # candidate/reference images are stored at most this large (pages stay light)
@@ -79,13 +80,8 @@ def _split(arg: str, flag: str, need_name: bool) -> tuple[str | None, Path]:
 def _mapping(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the --mapping JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: --mapping must be a JSON object {{file or prompt: subject}}")
-    return data
+    return read_document(path, missing="pass an existing --mapping file",
+                         fix="--mapping must be a JSON object {file or prompt: subject}")
 
 
 def read_image_sets(cfg: CreateConfig, problems: list[str]) -> list[dict]:

@@ -17,13 +17,13 @@ baseline ("b"), matched by concept, target subject and seed; k raters answer eac
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..documents import read_document
 
 FORMAT = "lego-study/1"
 DEFAULT_QUESTION = "Which image best represents the concept shown in the reference images?"
@@ -179,15 +179,7 @@ def parse_study(root: Path, data: dict, secrets: dict | None) -> Study:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; point at a folder made by `lego study create`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read it as JSON ({exc}); re-create the study") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: must hold a JSON object; re-create the study")
-    return data
+    return read_document(path, missing="point at a folder made by `lego study create`", fix="re-create the study")
 
 
 def load_study(root: str | Path, with_secrets: bool = True) -> Study:
