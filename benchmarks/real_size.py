@@ -55,7 +55,9 @@ def load_ti(model: str, run: str, device: str, result: str) -> None:
 
     concept = load_learned(run)
     pipe = DiffusionPipeline.from_pretrained(model).to(device)
-    slots = [("text_encoder", "tokenizer")] + ([("text_encoder_2", "tokenizer_2")] * hasattr(pipe, "text_encoder_2"))
+    slots = [("text_encoder", "tokenizer")]
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: one diffusers/ subfolder per text encoder
+        slots.append(("text_encoder_2", "tokenizer_2"))
     worst, loaded = 0.0, 0
     for s, (encoder_name, tokenizer_name) in enumerate(slots):
         encoder, tokenizer = getattr(pipe, encoder_name), getattr(pipe, tokenizer_name)

@@ -1,6 +1,7 @@
 """The trainer: frozen model, every method, gradient routing, resume, crash safety, input checks."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -197,3 +198,18 @@ def test_learning_rate_defaults_to_the_models_and_is_recorded(tiny_sd, concept_d
     with pytest.raises(UserError, match="learning_rate"):  # the model's default changed under the run
         invert(concept_dir, out, InversionConfig(**FAST | {"steps": 5}), model=str(model), resume=True,
                progress=False)
+
+
+@pytest.mark.parametrize(("config_text", "expected"), [
+    (None, "config.json: missing; not a lego invert run; choose a new --out"),
+    ("{truncated", "config.json: not valid JSON ("),
+])
+def test_resume_into_a_folder_that_is_not_a_run(tiny_sd, concept_dir, tmp_path, config_text, expected):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    if config_text is not None:
+        (out / "config.json").write_text(config_text, encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(expected)):
+        invert(concept_dir, out, InversionConfig(**FAST), model=str(tiny_sd), resume=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt"] + (["config.json"] if config_text else []))

@@ -17,15 +17,15 @@ from typing import Any
 from .errors import UserError
 
 
-def read_document(path: str | Path, *, missing: str, fix: str) -> dict[str, Any]:
-    """Parse `path` into a dict. `missing`: what to say when it does not exist; `fix`: the remedy for bad content."""
+def read_document(path: str | Path, *, fix: str, missing: str = "") -> dict[str, Any]:
+    """Parse `path` into a dict. `fix`: the remedy for bad content; `missing`: what to say when it does not exist."""
     path = Path(path)
     toml = path.suffix == ".toml"
     kind = "TOML" if toml else "JSON"
     try:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise UserError(f"{path}: missing; {missing}") from None
+        raise UserError(f"{path}: missing" + (f"; {missing}" if missing else "")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read it ({exc}); {fix}") from None
     try:

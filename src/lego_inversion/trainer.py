@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from .backbones import Backbone, load_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .concept import ConceptSpec, load_concept
 from .config import InversionConfig
+from .documents import read_document
 from .data import ExemplarSet
 from .errors import UserError
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
@@ -258,16 +258,15 @@ def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
     if not resume:
         raise UserError(f"{out_dir}: folder exists and is not empty; pass --resume to continue that run or "
                         "choose a new --out")
-    saved = out_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise UserError(f"{out_dir}: not a lego invert run (no {CONFIG_FILE}); choose a new --out")
-    return InversionConfig.from_dict(json.loads(saved.read_text()))
+    saved = read_document(out_dir / CONFIG_FILE, missing="not a lego invert run; choose a new --out",
+                          fix="choose a new --out")
+    return InversionConfig.from_dict(saved)
 
 
 def _check_resume_settings(out_dir: Path, previous: InversionConfig, config: InversionConfig) -> None:
     """`config` (with the model's defaults resolved) may differ from the saved run only in RESUMABLE fields."""
-    changed = [k for k, v in config.to_dict().items() if k not in InversionConfig.RESUMABLE
-               and previous.to_dict().get(k) != v]
+    before = previous.to_dict()
+    changed = [k for k, v in config.to_dict().items() if k not in InversionConfig.RESUMABLE and before.get(k) != v]
     if changed:
         raise UserError(f"{out_dir / CONFIG_FILE}: --resume with different settings ({', '.join(changed)}); use "
                         "the run's settings or a new --out")

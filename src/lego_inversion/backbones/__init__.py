@@ -11,12 +11,12 @@ Weights load with safetensors only unless `allow_pickle=True` (`--allow-pickle`)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
+from ..documents import read_document
 from ..errors import UserError
 from .base import Backbone, TextSlot
 from .ldm import LDMBackbone
@@ -58,7 +58,7 @@ def from_pipeline(pipe, model_id: str | None = None) -> Backbone:
     backbone = adapter(pipe, model_id=model_id or getattr(pipe, "name_or_path", name))
     settings = Path(str(model_id or "")) / SETTINGS_FILE
     if model_id and settings.is_file():
-        values = json.loads(settings.read_text())
+        values = read_document(settings, fix="it holds the model's defaults, e.g. {\"guidance_scale\": 3.0}")
         backbone.default_guidance_scale = float(values.get("guidance_scale", backbone.default_guidance_scale))
         backbone.default_learning_rate = float(values.get("learning_rate", backbone.default_learning_rate))
     return backbone

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
 import secrets as secrets_mod
 import shutil
@@ -131,7 +130,7 @@ def load_references(cfg: CreateConfig) -> dict[str, dict[str, list[Path]]]:
         meta_path = folder / "concept.json"
         if meta_path.is_file():
             try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                meta = read_document(meta_path, fix="re-run `lego invert`")
                 listed = meta["reference_images"]
                 roots = [folder] + ([Path(meta["root"])] if isinstance(meta.get("root"), str) else [])
                 found = {}
@@ -145,7 +144,7 @@ def load_references(cfg: CreateConfig) -> dict[str, dict[str, list[Path]]]:
                                             f"{', '.join(map(str, roots))}); use --references NAME=DIR instead")
                         found[kind].append(hit)
                 name = name or str(meta["name"])
-            except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            except (OSError, KeyError, TypeError, AttributeError) as exc:
                 raise UserError(f"{meta_path}: unreadable or missing name/reference_images ({exc!r})") from None
         elif (folder / "with").is_dir():
             found = {"with": _images_in(folder / "with"), "without": _images_in(folder / "without")}

@@ -14,7 +14,6 @@ Table 2 of Lego: concept success, subject leakage, target fidelity).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torch import nn
 
 from ..atomic import atomic_save_file, atomic_write_json
 from ..errors import UserError
+from ..documents import read_document
 from .render import APPEARANCES, CONCEPT_NAMES, CONCEPTS, SUBJECTS, Scene, render
 
 HEADS = {"subject": len(SUBJECTS), "appearance": len(APPEARANCES), "concept": len(CONCEPT_NAMES),
@@ -131,7 +131,7 @@ class Oracle:
         wfile, mfile = folder / "oracle.safetensors", folder / "oracle.json"
         if not wfile.is_file() or not mfile.is_file():
             raise UserError(f"{folder}: no oracle.safetensors/oracle.json; run `lego toyworld train-oracle`")
-        meta = json.loads(mfile.read_text())
+        meta = read_document(mfile, fix="run `lego toyworld train-oracle`")
         net = OracleNet(meta["width"])
         net.load_state_dict({k: v.float() for k, v in load_file(wfile).items()})
         return cls(net, meta)
