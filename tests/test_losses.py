@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target, words_to_rows
+from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target
 
 
 def hand_context_loss(c, positives, negatives, tau):
@@ -70,20 +70,3 @@ def test_unknown_prediction_type_is_an_error():
 def test_diffusion_loss_is_per_sample_mse():
     pred, target = torch.zeros(2, 1, 2, 2), torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2)
     torch.testing.assert_close(diffusion_loss(pred, target), torch.tensor([1.0, 9.0]))
-
-
-class _Tok:
-    unk_token_id = 0
-    vocab = {"frozen": [3], "in": [1], "ice": [2], "zzz": [0]}
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [i for w in text.split() for i in self.vocab[w]]}
-
-
-def test_words_to_rows_averages_tokens_and_rejects_unknown():
-    table = torch.arange(12, dtype=torch.float32).view(4, 3)
-    rows = words_to_rows(["frozen in ice", "ice"], _Tok(), table)
-    torch.testing.assert_close(rows[0], table[[3, 1, 2]].mean(0))
-    torch.testing.assert_close(rows[1], table[2])
-    with pytest.raises(ValueError, match="zzz"):
-        words_to_rows(["zzz"], _Tok(), table)

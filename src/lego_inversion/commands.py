@@ -88,7 +88,7 @@ def run_generate(args) -> int:
     from .atomic import atomic_save_image
     from .errors import UserError
     from .generation import load_generator
-    from .imageset import write_manifest
+    from .manifest import write_manifest
     from .images import make_grid
 
     if args.num_images < 1:

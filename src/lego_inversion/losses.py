@@ -5,10 +5,7 @@
     target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
     l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
 
-Positive and negative *words* become embedding rows in `words_to_rows`: a word or phrase is tokenized without
-special tokens, each of its tokens is looked up in the text encoder's frozen input-embedding table, and the
-rows are averaged, so "frozen in ice" or a word the tokenizer splits into sub-words ("dripping" -> "drip",
-"##ping") gives one row in the same space as the learned token. This is done once per run.
+Positive and negative *words* reach `context_loss` as embedding rows: `backbones.tokens.words_to_rows`.
 """
 
 from __future__ import annotations
@@ -70,18 +67,3 @@ def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. 1 per sample: mean squared error over all but the batch dimension -> [B]."""
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
-
-
-def words_to_rows(words: list[str], tokenizer, embedding: torch.Tensor) -> torch.Tensor:
-    """Embed words/phrases as rows of the frozen input-embedding matrix (mean over their tokens) -> [len, d].
-
-    Raises ValueError naming the word if the tokenizer produces no token, or only the unknown token, for it.
-    """
-    rows = []
-    unk = getattr(tokenizer, "unk_token_id", None)
-    for word in words:
-        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if not ids or (unk is not None and all(i == unk for i in ids)):
-            raise ValueError(f"the tokenizer cannot embed {word!r} (it maps to no known token)")
-        rows.append(embedding[torch.tensor(ids, device=embedding.device)].float().mean(dim=0))
-    return torch.stack(rows)

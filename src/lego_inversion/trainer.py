@@ -31,11 +31,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .concept import ConceptSpec, load_concept
 from .config import InversionConfig
 from .documents import read_document
-from .data import ExemplarSet
+from .exemplars import ExemplarSet
 from .errors import UserError
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
-from .losses import context_loss, diffusion_loss, diffusion_target, words_to_rows
+from .backbones.tokens import words_to_rows
+from .losses import context_loss, diffusion_loss, diffusion_target
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"

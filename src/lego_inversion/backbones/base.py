@@ -54,7 +54,7 @@ class TextSlot:
 
     def init_vector(self, words: str) -> torch.Tensor:
         """Initial value of a new token: the mean input embedding of its init word(s)."""
-        from ..losses import words_to_rows
+        from .tokens import words_to_rows
 
         try:
             return words_to_rows([words], self.tokenizer, self.base_table)[0]

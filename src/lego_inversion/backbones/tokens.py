@@ -9,6 +9,11 @@
 Compared with the usual Textual Inversion recipe (resize the whole table, train it, copy the original rows back
 after every step), nothing of size |vocab|×d is touched per step: the frozen table is only indexed, and the
 original rows are bit-identical by construction, not by restoration.
+
+Words as rows (`words_to_rows`): a word or phrase is tokenized without special tokens, each of its tokens is
+looked up in the frozen input-embedding table, and the rows are averaged, so "frozen in ice" or a word the
+tokenizer splits into sub-words ("dripping" -> "drip", "##ping") gives one row in the same space as a learned
+token. Initial values of new tokens and the Context Loss's P_i / N_i (Eq. 2) are made this way, once per run.
 """
 
 from __future__ import annotations
@@ -109,3 +114,18 @@ class TokenExtension(nn.Module):
             extra = torch.where(self._frozen[:, None], extra.detach(), extra)
         new_rows = extra[(input_ids - self.num_base).clamp(min=0)].to(out.dtype)
         return torch.where(is_new[..., None], new_rows, out)
+
+
+def words_to_rows(words: list[str], tokenizer, embedding: torch.Tensor) -> torch.Tensor:
+    """Embed words/phrases as rows of the frozen input-embedding matrix (mean over their tokens) -> [len, d].
+
+    Raises ValueError naming the word if the tokenizer produces no token, or only the unknown token, for it.
+    """
+    rows = []
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for word in words:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids or (unk is not None and all(i == unk for i in ids)):
+            raise ValueError(f"the tokenizer cannot embed {word!r} (it maps to no known token)")
+        rows.append(embedding[torch.tensor(ids, device=embedding.device)].float().mean(dim=0))
+    return torch.stack(rows)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..imageset import read_manifest, write_manifest
+from ..manifest import read_manifest, write_manifest
 from .config import TEXT_METHOD, ConceptEntry, EvalConfig, read_concept_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

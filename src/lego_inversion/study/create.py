@@ -26,7 +26,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import UserError
-from ..imageset import read_manifest
+from ..manifest import read_manifest
 from ..documents import read_document
 from .model import DEFAULT_QUESTION, FORMAT, load_study
 
