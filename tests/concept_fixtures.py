@@ -63,6 +63,6 @@ def snapshot(backbone) -> dict:
     modules = [("unet", backbone.unet), ("vae", backbone.vae)] + [(s.name, s.encoder) for s in backbone.slots]
     for name, module in modules:
         for key, value in module.state_dict().items():
-            if ".new.weight" not in key:
+            if ".new.blocks." not in key:
                 state[f"{name}.{key}"] = value.detach().clone()
     return state

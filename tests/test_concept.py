@@ -56,6 +56,10 @@ negatives = ["fire"]
     (lambda r: (r / "concept.toml").write_text(CONCEPT_TOML.replace('positives = ["melted", "molten", "dripping"]',
                                                                     'positives = "melted"')), "list of non-empty"),
     (lambda r: (r / "concept.toml").unlink(), "concept.toml: missing"),
+    (lambda r: (r / "concept.toml").write_text(CONCEPT_TOML.replace("[validation]", "[validation]\nprompt = \"a {subject} {concpt}\"")),
+     "validation.prompt: unknown placeholder {concpt}"),
+    (lambda r: (r / "concept.toml").write_text(CONCEPT_TOML.replace("[validation]", "[validation]\nprompt = \"a {subject} {concept\"")),
+     "validation.prompt: unmatched '{'"),
 ])
 def test_bad_input_is_one_clear_line(concept_dir, mutate, message):
     mutate(concept_dir)

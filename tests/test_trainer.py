@@ -17,6 +17,7 @@ from lego_inversion.backbones import load_backbone
 from lego_inversion.concept import load_concept
 from lego_inversion.config import InversionConfig
 from lego_inversion.errors import UserError
+from lego_inversion.loop import encode_groups
 from lego_inversion.trainer import InversionRun, invert
 
 FAST = dict(steps=3, checkpoint_every=2, validation_steps=2, validation_images=2)
@@ -54,7 +55,8 @@ def test_methods_are_one_code_path(tiny_sd, concept_dir, tmp_path, method, has_s
     assert len(run.optimizer.param_groups[0]["params"]) == 1  # only the new rows
     assert run.optimizer.param_groups[0]["params"][0].shape[0] == (2 if has_subject else 1)
     total = run.losses()
-    total_expected = total["loss_concept"] + total.get("loss_subject", 0) + 0.01 * total.get("loss_context", 0)
+    weight = run.config.context_weight
+    total_expected = total["loss_concept"] + total.get("loss_subject", 0) + weight * total.get("loss_context", 0)
     assert float(total["loss"]) == pytest.approx(float(total_expected), rel=1e-5)
 
 
@@ -70,22 +72,33 @@ def test_subject_gradient_from_with_images_is_optional(tiny_sd, concept_dir, tmp
     assert (subj.abs().sum() > 0) == subject_from_with
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tiny_sd, concept_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["ctrl-c", "exception mid-step"])
+def test_resume_after_interrupt_equals_uninterrupted(tiny_sd, concept_dir, tmp_path, monkeypatch, how):
+    """Ctrl-C (SIGINT) finishes the step and checkpoints at its boundary; an exception mid-step leaves the last
+    periodic checkpoint. Either way the resumed run ends bit-identical to the uninterrupted one."""
     config = InversionConfig(steps=6, checkpoint_every=2, validation_steps=2, validation_images=1)
     full = invert(concept_dir, tmp_path / "full", config, model=str(tiny_sd), progress=False)
 
-    original = InversionRun.train_step
+    original = InversionRun.draw
 
     def interrupted(self):
         if self.step == 3:
-            raise KeyboardInterrupt
+            if how == "ctrl-c":
+                os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step, after nothing of step 4 was drawn yet
+            else:
+                raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(InversionRun, "train_step", interrupted)
+    monkeypatch.setattr(InversionRun, "draw", interrupted)
     with pytest.raises(KeyboardInterrupt):
         invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), progress=False)
     assert not (tmp_path / "part" / "learned_embeds.safetensors").exists()
-    monkeypatch.setattr(InversionRun, "train_step", original)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "part" / "checkpoint.safetensors"), "pt") as fh:
+        step = json.loads(fh.metadata()["lego_checkpoint"])["step"]
+    assert step == (4 if how == "ctrl-c" else 2)
+    monkeypatch.setattr(InversionRun, "draw", original)
     with pytest.raises(UserError, match="--resume"):
         invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), progress=False)
     resumed = invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), resume=True, progress=False)
@@ -96,6 +109,19 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_sd, concept_dir, tmp_p
     with pytest.raises(UserError, match="learning_rate"):
         invert(concept_dir, tmp_path / "part", InversionConfig(steps=6, learning_rate=1.0), model=str(tiny_sd),
                resume=True, progress=False)
+
+
+def test_resume_refuses_another_concept_folder(tiny_sd, concept_dir, tmp_path, caplog):
+    out = invert(concept_dir, tmp_path / "run", InversionConfig(**FAST), model=str(tiny_sd), progress=False)
+    other = make_concept(tmp_path / "other", CONCEPT_TOML.replace('"dripping"', '"liquid"'))
+    before = (out / "concept.json").read_text()
+    with pytest.raises(UserError, match="resume it with its own concept folder"):
+        invert(other, out, InversionConfig(**FAST), model=str(tiny_sd), resume=True, progress=False)
+    assert (out / "concept.json").read_text() == before  # nothing rewritten
+    with caplog.at_level("WARNING"):
+        invert(concept_dir, tmp_path / "new", InversionConfig(**FAST), model=str(tiny_sd), resume=True,
+               progress=False)
+    assert "holds no run to resume" in caplog.text
 
 
 def test_kill_minus_nine_loses_at_most_one_checkpoint_interval(tiny_sd, concept_dir, tmp_path):
@@ -161,7 +187,7 @@ def test_distinct_captions_are_encoded_once_with_the_same_result(tiny_sd, concep
     calls = []
     original = backbone.encode_text
     backbone.encode_text = lambda ids, frozen=None: calls.append(ids[0].shape[0]) or original(ids, frozen)
-    deduplicated = run.conditioning([(run.without_set, captions[:1]), (run.with_set, captions)])
+    deduplicated = encode_groups(backbone, [(run.without_set, captions[:1]), (run.with_set, captions)])
     backbone.encode_text = original
     assert calls == [2]  # two distinct captions for four samples
     rows = [run.without_set.ids[0][[0]], run.with_set.ids[0][[0, 0, 0]]]

@@ -36,8 +36,8 @@ concept.toml (every key; `examples/concept.example.toml` is the commented versio
 
 from __future__ import annotations
 
+import hashlib
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,13 @@ from typing import Any
 from .errors import UserError
 from .images import list_images, load_image
 from .documents import read_document
+from .prompts import check_template, fill
 
 TOP_KEYS = {"name", "description", "subject", "concept", "prompts", "captions", "validation", "evaluation", "toyworld"}
 SUBJECT_KEYS = {"init", "token"}
 CONCEPT_KEYS = {"token", "init", "positives", "negatives"}
 PROMPT_KEYS = {"with", "without"}
-VALIDATION_KEYS = {"subjects", "prompt", "every"}
+VALIDATION_KEYS = {"subjects", "prompt"}
 EVALUATION_KEYS = {"questions", "count", "targets"}
 _TOKEN_RE = re.compile(r"^\S+$")
 
@@ -88,14 +89,23 @@ class ConceptSpec:
         """Concept tokens in prompt order (<cpt_1> ... <cpt_n>)."""
         return [c.token for c in self.concepts]
 
-    def caption(self, image: Path, kind: str, subject: str) -> str:
+    def caption(self, image: Path, kind: str, subject: str, concept: str | None = None) -> str:
         """The training prompt for one image: its caption override or the `kind` template, filled in.
 
         `subject` is what `{subject}` becomes: the <subj> token with Subject Separation (§4.3), otherwise the
-        subject's words (`subject.init`), as in Textual Inversion / ReVersion.
+        subject's words (`subject.init`), as in Textual Inversion / ReVersion. `concept` is what `{concept}`
+        becomes (default: the concept tokens in order).
         """
         template = self.captions.get(image.relative_to(self.root).as_posix(), self.prompts[kind])
-        return template.format(subject=subject, concept=" ".join(self.tokens))
+        return fill(template, {"subject": subject, "concept": " ".join(self.tokens) if concept is None else concept},
+                    where=f"{self.root / 'concept.toml'}: caption of {image.name}")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of concept.toml and every image (names and bytes): what a run learned from."""
+        digest = hashlib.sha256((self.root / "concept.toml").read_bytes())
+        for path in [*self.with_images, *self.without_images]:
+            digest.update(path.relative_to(self.root).as_posix().encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
     def check_context_words(self) -> None:
         """Eq. 2 needs both sets: every concept token must have positives and negatives."""
@@ -151,24 +161,11 @@ def _words(where: str, value: Any, key: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def _placeholders(template: str) -> set[str]:
-    try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise UserError(f"malformed template {template!r}: {exc}") from None
-
-
 def _check_template(where: str, key: str, template: str, kind: str) -> None:
-    fields = _placeholders(template)
-    unknown = fields - {"subject", "concept"}
-    if unknown:
-        raise _fail(where, f"{key} uses unknown placeholder {{{sorted(unknown)[0]}}}; use {{subject}} and {{concept}}")
-    if "subject" not in fields:
-        raise _fail(where, f"{key} must contain {{subject}} (it becomes the <subj> token)")
-    if kind == "with" and "concept" not in fields:
-        raise _fail(where, f"{key} must contain {{concept}} (it becomes the concept tokens)")
-    if kind == "without" and "concept" in fields:
-        raise _fail(where, f"{key} must not contain {{concept}}: without/ images do not show the concept")
+    """Training templates: {subject} always, {concept} exactly in the `with` kind (what the images show)."""
+    required = ("subject", "concept") if kind == "with" else ("subject",)
+    allowed = ("subject", "concept") if kind != "without" else ("subject",)
+    check_template(template, allowed, where=f"{where}: {key}", required=required)
 
 
 def _images(root: Path, kind: str, required: bool) -> list[Path]:
@@ -260,6 +257,9 @@ def load_concept(root: str | Path, require_without: bool = True, check_images: b
             raise _fail(where, f"{what} must be a table")
         _unknown(where, table, allowed, what)
     _words(where, validation.get("subjects"), "validation.subjects")
+    if "prompt" in validation:
+        _check_template(where, "validation.prompt", _string(where, validation["prompt"], "validation.prompt"),
+                        "with")
     _words(where, evaluation.get("questions"), "evaluation.questions")
     _words(where, evaluation.get("targets"), "evaluation.targets")
     count = evaluation.get("count")

@@ -23,30 +23,45 @@ METHODS = ("lego", "ti", "cl-only", "ss-only")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
+           cli: bool = True) -> Any:
+    """A config field with its command-line help: the one source of an option's default, help and choices.
+    `flag` overrides the generated `--field-name`; `cli=False` keeps a field off the command line."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class InversionConfig:
-    """Trainer settings. Defaults are the ones measured on the toy world (docs/toyworld_benchmark.md)."""
+    """Trainer settings. Where each default comes from: docs/toyworld_benchmark.md and the field's help."""
 
-    method: str = "lego"
-    steps: int = 400
-    learning_rate: float | None = None  # None: the model's default (Backbone.default_learning_rate, see below)
-    weight_decay: float = 0.0
-    batch_size: int = 2              # images per image set per step (subject batch + concept batch share a UNet call)
-    context_weight: float = 1e-2     # λ of Eq. 3
-    temperature: float = 0.07        # τ of Eq. 2
-    subject_from_with: bool = True   # §4.3: <subj> is optimised on I_C̄ *and* I_C; False: on I_C̄ only
-    resolution: int | None = None    # None: the backbone's native size
-    flip_p: float = 0.5              # horizontal-flip augmentation (both flips are VAE-encoded once, up front)
-    seed: int = 0
-    checkpoint_every: int = 50
-    validate_every: int = 0          # 0: only at the end
-    validation_steps: int = 25       # sampler steps for validation images
-    validation_images: int = 4
-    mixed_precision: str = "no"      # autocast dtype on CUDA; the learned rows stay fp32
-    device: str | None = None        # None: cuda if available, else cpu
-    lr_warmup_steps: int = 0
-    log_every: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
+    method: str = option("lego", "what to learn (Lego §5.5 ablation): lego, ti, cl-only or ss-only",
+                         choices=METHODS, cli=False)
+    steps: int = option(400, "optimisation steps")
+    learning_rate: float | None = option(
+        None, "AdamW learning rate; None: the model's (5e-3 for CLIP text encoders, as Textual Inversion; the "
+        "toy model's lego_inversion.json sets its own)", flag="--lr")
+    weight_decay: float = option(0.0, "AdamW weight decay on the learned rows")
+    batch_size: int = option(2, "images per image set per step (the subject and concept batches share one UNet "
+                                "call)")
+    context_weight: float = option(1e-2, "λ of Eq. 3: weight of the Context Loss")
+    temperature: float = option(0.07, "τ of Eq. 2 (cosine similarity / τ)")
+    subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
+    resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
+    flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
+    seed: int = option(0, "random seed of the run", cli=False)
+    checkpoint_every: int = option(50, "write checkpoint.safetensors every K steps (and at the end)")
+    validate_every: int = option(0, "write a validation grid every K steps; 0: only at the end")
+    validation_steps: int = option(25, "sampler steps for validation images")
+    validation_images: int = option(4, "images in each validation grid")
+    mixed_precision: str = option("no", "on CUDA: store the frozen model in this dtype and autocast; the learned "
+                                        "rows stay fp32 (fp16 uses a gradient scaler)", choices=MIXED_PRECISION)
+    compile: bool = option(False, "torch.compile the UNet (CUDA; pays off on long runs)")
+    device: str | None = option(None, "torch device; None: cuda if available, else cpu")
+    lr_warmup_steps: int = option(0, "linear learning-rate warm-up steps")
+    log_every: int = option(10, "log losses (progress bar, TensorBoard) every K steps")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,6 +76,9 @@ class InversionConfig:
                 raise UserError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"learning_rate must be positive, not {self.learning_rate}")
+        for name in ("resolution", "learning_rate"):
+            if getattr(self, name) is not None and isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be a number, not {getattr(self, name)}")
         if self.context_weight < 0 or self.weight_decay < 0:
             raise UserError("context_weight and weight_decay must be >= 0")
         if not self.temperature > 0:
@@ -82,7 +100,7 @@ class InversionConfig:
 
     # Settings that may change between a run and its --resume without changing what is being learned.
     RESUMABLE = ("steps", "checkpoint_every", "validate_every", "validation_steps", "validation_images",
-                 "device", "log_every")
+                 "device", "log_every", "compile")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +112,36 @@ class InversionConfig:
         if unknown:
             raise UserError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}")
         return cls(**data)
+
+
+def add_arguments(parser, cls) -> None:
+    """Add a `--flag` for every field of the dataclass `cls` whose metadata allows it (see `option`); help, default
+    and choices come from the field, so the command line and the config cannot drift apart."""
+    import argparse
+
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", False):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "the model's" if default is None else default
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{meta['help']} (default: {'on' if default else 'off'})")
+            continue
+        convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+        parser.add_argument(flag, dest=f.name, type=convert, default=None, choices=meta.get("choices"),
+                            metavar=None if meta.get("choices") else f.name.upper(),
+                            help=f"{meta['help']} (default: {shown})")
+
+
+def from_arguments(cls, args, **fixed: Any):
+    """`cls(**given)` from parsed arguments: only the flags the user gave, the rest from the field defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if f.metadata.get("cli") and getattr(args, f.name, None) is not None}
+    return cls(**given, **fixed)
 
 
 def parse_overrides(cls, items: list[str], exclude: tuple[str, ...] = ()) -> dict[str, Any]:

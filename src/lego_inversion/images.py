@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # very large photos are fine; decompression bombs beyond this are not
+MAX_PIXELS = 20_000 * 20_000  # very large photos are fine; decompression bombs beyond this are not
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -59,9 +59,28 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
+def crop_geometry(width: int, height: int, size: int, flipped: bool = False) -> tuple[int, int, int, int]:
+    """SDXL micro-conditioning of `center_crop_resize`: (original height, original width, crop top, crop left),
+    the crop offset in the coordinates of the image resized so its short side is `size` (as diffusers' SDXL
+    training scripts record it); `flipped` gives the left offset of the mirrored image."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    if flipped:
+        left = width - side - left
+    return height, width, round(top * size / side), round(left * size / side)
+
+
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:
     """Open, verify, EXIF-rotate and convert one image; center-crop and resize when `size` is given."""
     path = Path(path)
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS  # this call's bomb limit, restored below
+    try:
+        return _load(path, size)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _load(path: Path, size: int | None) -> Image.Image:
     try:
         with Image.open(path) as probe:
             probe.verify()  # catches truncated / corrupt files that open() alone accepts

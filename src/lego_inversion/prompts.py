@@ -1,7 +1,7 @@
 """Prompt templates: the one place that checks and fills `{placeholder}`s.
 
     from lego_inversion.prompts import check_template, fill
-    check_template("a photo of a {subject} that is {concept}", {"subject", "concept"}, where="concept.toml: prompts.with")
+    check_template("a photo of a {subject} that is {concept}", {"subject", "concept"}, where="prompts.with")
     fill("a photo of a {subject} that is {concept}", {"subject": "<subj>", "concept": "<melted>"})
     fill("a {melted} {frozen} bear", {"melted": "<melted>", "frozen": "<frozen> <ice>"})
 
@@ -59,7 +59,7 @@ def check_template(template: str, allowed: Iterable[str], where: str = "prompt",
             raise UserError(f"{where}: unknown placeholder {{{name}}} in {template!r}; allowed: {known}")
     for name in required:
         if name not in names:
-            raise UserError(f"{where}: {template!r} must contain {{{name}}}")
+            raise UserError(f"{where} must contain {{{name}}} (it is {template!r})")
 
 
 def fill(template: str, values: Mapping[str, str], where: str = "prompt") -> str:

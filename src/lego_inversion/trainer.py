@@ -11,73 +11,106 @@ One step (all methods, parts switched off by `config.method`):
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
 it enters the concept batch as a constant. Only the new rows are trained; the model is never modified.
 
-Output folder: learned_embeds.safetensors, diffusers/, concept.json, config.json, checkpoint.safetensors,
-validation/*.png, tensorboard/.
+`InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
+one or many runs on one shared model are in `loop.py` (`lego invert` with several folders/methods/seeds:
+`sweep.py`). Output folder: learned_embeds.safetensors, diffusers/, concept.json, config.json,
+checkpoint.safetensors, validation/*.png, tensorboard/.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import atomic_save_image, atomic_write_json
 from .backbones import Backbone, load_backbone
+from .backbones.tokens import words_to_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .concept import ConceptSpec, load_concept
 from .config import InversionConfig
 from .documents import read_document
-from .exemplars import ExemplarSet
 from .errors import UserError
+from .exemplars import ExemplarSet
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
-from .backbones.tokens import words_to_rows
 from .losses import context_loss, diffusion_loss, diffusion_target
+from .prompts import fill
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
 DEFAULT_VALIDATION_SUBJECTS = ["teddy bear"]
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Draw:
+    """One step's random draw for one run: clean latents, noise, timesteps, and which captions they go with."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    geometry: torch.Tensor                                   # [B, 4] original size and crop offset (CPU)
+    groups: list[tuple[ExemplarSet, torch.Tensor, bool]]     # (set, caption rows, <subj> frozen) in sample order
+    n_subject: int                                           # the first n samples are the subject batch
 
 
 class InversionRun:
-    """A prepared inversion: validated input, cached exemplars, new tokens, optimizer. `run()` trains it."""
+    """A prepared inversion: validated input, cached exemplars, new tokens, optimizer, random streams.
 
-    def __init__(self, spec: ConceptSpec, backbone: Backbone, config: InversionConfig, out_dir: Path):
+    `alias` renames tokens inside the shared model (several runs on one model all call their subject <subj>);
+    everything written to the run folder uses the concept folder's own token names.
+    """
+
+    def __init__(self, spec: ConceptSpec, backbone: Backbone, config: InversionConfig, out_dir: Path,
+                 alias: str = ""):
         if config.learning_rate is None:  # the model's default; config.json records the value used
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
+        self.internal = {t: (f"{t[:-1]}~{alias}>" if t.endswith(">") else f"{t}~{alias}") if alias else t
+                         for t in self.tokens}
         self._check_words()
         inits = [spec.subject_init] * bool(self.subject_token) + [c.init for c in spec.concepts]
-        backbone.add_tokens(self.tokens, inits)
-        self.subject_ids = backbone.token_ids([self.subject_token]) if self.subject_token else None
-        self.concept_ids = backbone.token_ids(spec.tokens)
+        backbone.add_tokens([self.internal[t] for t in self.tokens], inits)
+        self.subject_ids = backbone.token_ids([self.internal[self.subject_token]]) if self.subject_token else None
+        self.concept_ids = backbone.token_ids([self.internal[t] for t in spec.tokens])
         self.resolution = config.resolution or backbone.resolution
-        subject_text = self.subject_token or spec.subject_init
+        subject_text = self.internal[self.subject_token] if self.subject_token else spec.subject_init
+        concept_text = " ".join(self.internal[t] for t in spec.tokens)
         self.with_set = ExemplarSet.build(
-            backbone, spec.with_images, [spec.caption(p, "with", subject_text) for p in spec.with_images],
-            self.resolution)
+            backbone, spec.with_images, [spec.caption(p, "with", subject_text, concept_text)
+                                         for p in spec.with_images], self.resolution)
         self.without_set = ExemplarSet.build(
-            backbone, spec.without_images, [spec.caption(p, "without", subject_text) for p in spec.without_images],
-            self.resolution) if self.subject_token else None
+            backbone, spec.without_images, [spec.caption(p, "without", subject_text, concept_text)
+                                            for p in spec.without_images], self.resolution) \
+            if self.subject_token else None
         self.context_sets = self._context_sets() if config.use_context_loss else None
-        self.params = {f"rows/{slot.name}": slot.ext.extra for slot in backbone.slots}
+        ids = backbone.token_ids([self.internal[t] for t in self.tokens])
+        self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
+        cuda = backbone.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+                                           weight_decay=config.weight_decay, fused=True if cuda else None)
         warmup = config.lr_warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.amp_dtype = AMP_DTYPES.get(config.mixed_precision) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # Two streams: image/flip choices on the CPU (caption bookkeeping needs no device sync), noise and
+        # timesteps on the model's device. Both are checkpointed, so a resumed run draws what it would have.
+        self.generators = {"choices": torch.Generator().manual_seed(config.seed),
+                           "noise": torch.Generator(backbone.device).manual_seed(config.seed + 0x9E3779B9)}
         self.step = 0
-        device = backbone.device
-        use_amp = device.type == "cuda" and config.mixed_precision != "no"
-        amp_dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
-        self._autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
     # -- preparation --------------------------------------------------------------------------------------------
     def _check_words(self) -> None:
@@ -105,50 +138,36 @@ class InversionRun:
             sets.append((pos, neg))
         return sets
 
-    # -- one optimisation step --------------------------------------------------------------------------------
-    def conditioning(self, batches: list[tuple[ExemplarSet, torch.Tensor]], frozen_ids=None) -> dict:
-        """UNet conditioning for sampled images: each distinct caption goes through the text encoder once.
-
-        `batches` pairs an exemplar set with the caption rows of its samples; the result is in that order.
-        Identical captions give identical encodings, so gathering them is exact (gradients add up as they would).
-        """
-        offset, rows = 0, []
-        for exemplars, captions in batches:
-            rows.append(captions + offset)
-            offset += exemplars.ids[0].shape[0]
-        needed, inverse = torch.unique(torch.cat(rows), return_inverse=True)
-        ids = [torch.cat([exemplars.ids[s] for exemplars, _ in batches]) for s in range(len(self.backbone.slots))]
-        cond = self.backbone.encode_text([slot_ids[needed.to(slot_ids.device)] for slot_ids in ids], frozen_ids)
-        return {k: v[inverse.to(v.device)] for k, v in cond.items()}
-
-    def losses(self) -> dict[str, torch.Tensor]:
-        """Loss terms of one step (Eq. 3); 'loss' is the total that is back-propagated."""
-        cfg, bb, g = self.config, self.backbone, self.generator
-        latents, captions = self.with_set.sample(cfg.batch_size, g, cfg.flip_p)
+    # -- one step: draw, losses (the UNet call is shared, in loop.py), update ---------------------------------
+    def draw(self) -> Draw:
+        """This step's samples: subject batch (Subject Separation) then concept batch, noise and timesteps."""
+        cfg, g = self.config, self.generators
+        latents, captions, geometry = self.with_set.sample(cfg.batch_size, g["choices"], g["noise"], cfg.flip_p)
+        frozen = not cfg.subject_from_with and self.subject_token is not None
+        groups = [(self.with_set, captions, frozen)]
         n_subject = 0
-        if self.without_set is None:
-            cond = self.conditioning([(self.with_set, captions)])
-        else:
-            subj_latents, subj_captions = self.without_set.sample(cfg.batch_size, g, cfg.flip_p)
+        if self.without_set is not None:
+            subj_latents, subj_captions, subj_geometry = self.without_set.sample(
+                cfg.batch_size, g["choices"], g["noise"], cfg.flip_p)
             n_subject = subj_latents.shape[0]
             latents = torch.cat([subj_latents, latents])
-            if cfg.subject_from_with:  # one text-encoder call for both batches
-                cond = self.conditioning([(self.without_set, subj_captions), (self.with_set, captions)])
-            else:  # <subj> enters the concept batch as a constant (§4.3 variant)
-                conds = [self.conditioning([(self.without_set, subj_captions)]),
-                         self.conditioning([(self.with_set, captions)], frozen_ids=self.subject_ids)]
-                cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
-        noise = torch.randn(latents.shape, generator=g).to(latents.device)
-        timesteps = torch.randint(bb.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=g).to(latents.device)
-        noisy = bb.noise_scheduler.add_noise(latents, noise, timesteps)
-        with self._autocast():
-            prediction = bb.predict(noisy, timesteps, cond)
-        per_sample = diffusion_loss(prediction, diffusion_target(bb.noise_scheduler, latents, noise, timesteps))
-        terms = {"loss_concept": per_sample[n_subject:].mean()}
+            geometry = torch.cat([subj_geometry, geometry])
+            groups.insert(0, (self.without_set, subj_captions, False))
+        noise = torch.randn(latents.shape, generator=g["noise"], device=g["noise"].device).to(latents.device)
+        steps = self.backbone.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(steps, (latents.shape[0],), generator=g["noise"],
+                                  device=g["noise"].device).to(latents.device)
+        return Draw(latents, noise, timesteps, geometry, groups, n_subject)
+
+    def loss_terms(self, prediction: torch.Tensor, draw: Draw) -> dict[str, torch.Tensor]:
+        """Loss terms of one step (Eq. 3) from this run's slice of the UNet output; 'loss' is their total."""
+        cfg, bb = self.config, self.backbone
+        target = diffusion_target(bb.noise_scheduler, draw.latents, draw.noise, draw.timesteps)
+        per_sample = diffusion_loss(prediction, target)
+        terms = {"loss_concept": per_sample[draw.n_subject:].mean()}
         total = terms["loss_concept"]
-        if n_subject:
-            terms["loss_subject"] = per_sample[:n_subject].mean()
+        if draw.n_subject:
+            terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
         if self.context_sets is not None:
             ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature)
@@ -158,14 +177,25 @@ class InversionRun:
         terms["loss"] = total
         return terms
 
-    def train_step(self) -> dict[str, float]:
-        terms = self.losses()
-        terms["loss"].backward()
-        self.optimizer.step()
+    def update(self) -> None:
+        """Optimizer step on this run's rows (gradients already back-propagated), then the next step."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        """Loss terms of one fresh draw, with their graph (no update): what a step would back-propagate."""
+        from .loop import forward
+
+        return forward([self])[0]
+
+    def train_step(self) -> dict[str, float]:
+        """One step of this run alone (the same code path as a joint step of many runs)."""
+        from .loop import joint_step
+
+        return {k: float(v) for k, v in joint_step([self])[0].items()}
 
     # -- outputs --------------------------------------------------------------------------------------------
     def metadata(self) -> dict:
@@ -181,16 +211,18 @@ class InversionRun:
                 "subject_init": spec.subject_init, "evaluation": {"questions": spec.evaluation.get("questions", []),
                                                                   "count": spec.evaluation.get("count"),
                                                                   "targets": spec.evaluation.get("targets", [])},
-                "validation": spec.validation, "toyworld": spec.toyworld,
+                "validation": spec.validation, "toyworld": spec.toyworld, "fingerprint": spec.fingerprint(),
                 "reference_images": spec.to_json()["reference_images"], "base_model": self.backbone.model_id,
                 "backbone": self.backbone.kind, "slots": [s.name for s in self.backbone.slots], "step": self.step}
 
     def validation_prompts(self) -> list[str]:
+        """Prompts of the validation grid, with this run's tokens as the shared model knows them."""
         subjects = self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS
         template = self.spec.validation.get("prompt") or self.spec.prompts["with"]
-        n = self.config.validation_images
-        return [template.format(subject=subjects[i % len(subjects)], concept=" ".join(self.spec.tokens))
-                for i in range(n)]
+        concept = " ".join(self.internal[t] for t in self.spec.tokens)
+        return [fill(template, {"subject": subjects[i % len(subjects)], "concept": concept},
+                     where=f"{self.spec.root / 'concept.toml'}: validation.prompt")
+                for i in range(self.config.validation_images)]
 
     @torch.no_grad()
     def validate(self, writer=None) -> Path:
@@ -199,7 +231,7 @@ class InversionRun:
         prompts = self.validation_prompts()
         latents = torch.cat([torch.randn(bb.latent_shape(1, self.resolution), generator=torch.Generator()
                                          .manual_seed(1000 + i)) for i in range(len(prompts))])
-        with self._autocast():
+        with self.autocast():
             images = bb.sample(prompts, latents, num_inference_steps=self.config.validation_steps)
         grid = make_grid(images, cols=min(4, len(images)))
         path = atomic_save_image(self.out_dir / "validation" / f"step_{self.step:06d}.png", grid)
@@ -211,50 +243,35 @@ class InversionRun:
 
     def save_checkpoint(self) -> None:
         save_checkpoint(self.out_dir / CHECKPOINT_FILE, self.step, self.params, self.optimizer, self.scheduler,
-                        self.generator)
+                        self.generators, self.scaler)
+
+    def load_checkpoint(self) -> None:
+        self.step = load_checkpoint(self.out_dir / CHECKPOINT_FILE, self.params, self.optimizer, self.scheduler,
+                                    self.generators, self.scaler)
 
     def save_results(self) -> None:
-        save_learned(self.out_dir, self.backbone.token_vectors(self.tokens), [s.name for s in self.backbone.slots],
-                     self.metadata())
+        vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
+        save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
+                     [s.name for s in self.backbone.slots], self.metadata())
         atomic_write_json(self.out_dir / CONCEPT_FILE, self.concept_json())
 
-    # -- the loop ------------------------------------------------------------------------------------------
-    def run(self, progress: bool = True) -> Path:
-        cfg = self.config
-        from torch.utils.tensorboard import SummaryWriter
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.steps
 
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc=f"lego invert ({cfg.method})",
-                   dynamic_ncols=True)
-        try:
-            while self.step < cfg.steps:
-                terms = self.train_step()
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in terms.items()})
-                    for k, v in terms.items():
-                        writer.add_scalar(f"train/{k}", v, self.step)
-                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if cfg.validate_every and self.step % cfg.validate_every == 0 and self.step < cfg.steps:
-                    self.validate(writer)
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            bar.close()
-            writer.close()
-            raise
-        bar.close()
-        self.save_checkpoint()
-        self.save_results()
-        self.validate(writer)
-        writer.close()
+    def run(self, progress: bool = True) -> Path:
+        from .loop import train_runs
+
+        train_runs([self], progress=progress)
         return self.out_dir
 
 
+# -- preparing a run folder -------------------------------------------------------------------------------------
 def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
     """Check OUT_DIR before anything is written; returns the saved config of the run to resume, if any."""
     if not out_dir.exists() or not any(out_dir.iterdir()):
+        if resume:
+            log.warning("%s holds no run to resume; starting a new one there", out_dir)
         return None
     if not resume:
         raise UserError(f"{out_dir}: folder exists and is not empty; pass --resume to continue that run or "
@@ -264,13 +281,72 @@ def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
     return InversionConfig.from_dict(saved)
 
 
-def _check_resume_settings(out_dir: Path, previous: InversionConfig, config: InversionConfig) -> None:
-    """`config` (with the model's defaults resolved) may differ from the saved run only in RESUMABLE fields."""
+def _check_resume(out_dir: Path, previous: InversionConfig, run: InversionRun) -> None:
+    """A resumed run must be the same run: the same concept folder content and, apart from RESUMABLE fields,
+    the same settings (with the model's defaults resolved)."""
     before = previous.to_dict()
-    changed = [k for k, v in config.to_dict().items() if k not in InversionConfig.RESUMABLE and before.get(k) != v]
+    changed = [k for k, v in run.config.to_dict().items()
+               if k not in InversionConfig.RESUMABLE and before.get(k) != v]
     if changed:
         raise UserError(f"{out_dir / CONFIG_FILE}: --resume with different settings ({', '.join(changed)}); use "
                         "the run's settings or a new --out")
+    if (out_dir / CONCEPT_FILE).is_file():
+        saved = read_document(out_dir / CONCEPT_FILE, fix="delete the run folder or choose a new --out")
+        if saved.get("fingerprint") not in (None, run.spec.fingerprint()):
+            raise UserError(f"{out_dir}: this run learned {saved.get('name')!r} from other images or another "
+                            f"concept.toml than {run.spec.root}; resume it with its own concept folder or "
+                            "choose a new --out")
+
+
+def check_inputs(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, resume: bool) -> None:
+    """What can be checked before the model loads: the concept folder, context words, OUT_DIR."""
+    spec = load_concept(concept_dir, require_without=config.subject_separation)
+    if config.use_context_loss:
+        spec.check_context_words()
+    if not resume:
+        _prepare_out_dir(Path(out_dir), resume=False)
+
+
+def build_run(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, backbone: Backbone,
+              resume: bool = False, alias: str = "") -> tuple[InversionRun, InversionConfig | None]:
+    """Validate a concept folder and OUT_DIR against the model and build the run; writes nothing. Returns the
+    run and, when resuming, the saved config."""
+    out_dir = Path(out_dir)
+    spec = load_concept(concept_dir, require_without=config.subject_separation)
+    if config.use_context_loss:
+        spec.check_context_words()
+    previous = _prepare_out_dir(out_dir, resume)
+    run = InversionRun(spec, backbone, config, out_dir, alias=alias)
+    if previous is not None:
+        _check_resume(out_dir, previous, run)
+    return run, previous
+
+
+def open_run_folder(run: InversionRun, previous: InversionConfig | None) -> None:
+    """Create OUT_DIR (config.json, concept.json) and restore its checkpoint when resuming."""
+    out_dir = run.out_dir
+    resuming = previous is not None and (out_dir / CHECKPOINT_FILE).is_file()
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / CONFIG_FILE, run.config.to_dict())
+        if resuming:
+            run.load_checkpoint()
+        atomic_write_json(out_dir / CONCEPT_FILE, run.concept_json())
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def load_training_backbone(model: str | None, config: InversionConfig, allow_pickle: bool = False) -> Backbone:
+    """The frozen model for training: on CUDA with mixed precision its weights are stored in that dtype (no cast
+    on every call; the learned rows stay fp32), channels-last, and compiled if asked."""
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = config.mixed_precision if device.startswith("cuda") and config.mixed_precision != "no" else "float32"
+    backbone = load_backbone(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+    backbone.prepare_training(compile=config.compile)
+    return backbone
 
 
 def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig | None = None,
@@ -282,29 +358,11 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
     """
     config = config or InversionConfig()
     out_dir = Path(out_dir)
-    spec = load_concept(concept_dir, require_without=config.subject_separation)
-    if config.use_context_loss:
-        spec.check_context_words()
-    previous = _prepare_out_dir(out_dir, resume)
+    check_inputs(concept_dir, out_dir, config, resume)
     if backbone is None:
-        backbone = load_backbone(model, device=config.device, allow_pickle=allow_pickle)
-    run = InversionRun(spec, backbone, config, out_dir)
-    config = run.config  # model-dependent defaults (learning rate) resolved
-    if previous is not None:
-        _check_resume_settings(out_dir, previous, config)
-    resuming = previous is not None and (out_dir / CHECKPOINT_FILE).is_file()
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / CONFIG_FILE, config.to_dict())
-        if resuming:
-            run.step = load_checkpoint(out_dir / CHECKPOINT_FILE, run.params, run.optimizer, run.scheduler,
-                                       run.generator)
-        atomic_write_json(out_dir / CONCEPT_FILE, run.concept_json())
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    if run.step >= config.steps and (out_dir / EMBEDS_FILE).is_file():
+        backbone = load_training_backbone(model, config, allow_pickle=allow_pickle)
+    run, previous = build_run(concept_dir, out_dir, config, backbone, resume=resume)
+    open_run_folder(run, previous)
+    if run.finished and (out_dir / EMBEDS_FILE).is_file():
         return out_dir
     return run.run(progress=progress)

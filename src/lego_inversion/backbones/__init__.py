@@ -37,8 +37,10 @@ __all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone",
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
-    """None / "toy" -> the embedded toy-world model folder; anything else is returned as given."""
-    if model is None or str(model) == TOY_MODEL:
+    """The model id or folder to load: the embedded toy-world model's folder for None and its aliases ("toy",
+    "embedded", "builtin", "none", "", any case, as a `base_model` or `--model` may name it); anything else as
+    given. The one place that knows these aliases."""
+    if model is None or str(model).strip().lower() in {TOY_MODEL, "embedded", "builtin", "none", ""}:
         try:
             from ..toyworld import model_path
         except ImportError:

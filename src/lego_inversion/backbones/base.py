@@ -79,6 +79,7 @@ class Backbone:
         self.unet = pipe.unet
         self.vae = self._vae(pipe)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self._train_unet = None
         for module in [self.unet, self.vae, *(s.encoder for s in slots)]:
             if module is not None:
                 module.requires_grad_(False)
@@ -182,8 +183,25 @@ class Backbone:
             std = torch.zeros_like(mean)
         return ((mean - shift) * scale).float(), (std * scale).float()
 
-    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict) -> torch.Tensor:
-        return self.unet(noisy.to(self.unet.dtype), timesteps, **cond).sample
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser's output for a training batch. `geometry` [B, 4] (original size, crop offset of each
+        exemplar) is used by backbones with micro-conditioning (SDXL) and ignored by the others."""
+        return self.train_unet(noisy.to(self.unet.dtype), timesteps, **cond).sample
+
+    @property
+    def train_unet(self):
+        """The UNet as training calls it: `torch.compile`d after `prepare_training(compile=True)`."""
+        return self._train_unet or self.unet
+
+    def prepare_training(self, compile: bool = False) -> None:
+        """GPU training setup, once per process: channels-last UNet (faster convolutions with tensor cores) and,
+        if asked, a compiled copy of its forward for training (sampling keeps the eager module)."""
+        if self.device.type != "cuda":
+            return
+        self.unet.to(memory_format=torch.channels_last)
+        if compile and self._train_unet is None:
+            self._train_unet = torch.compile(self.unet)
 
     def latent_shape(self, batch: int, resolution: int) -> tuple[int, int, int, int]:
         side = resolution // self.vae_scale_factor

@@ -74,17 +74,26 @@ class StableDiffusionXLBackbone(Backbone):
             hidden.append(out.hidden_states[-2])
         return {"encoder_hidden_states": torch.cat(hidden, dim=-1), "text_embeds": pooled}
 
-    def time_ids(self, height: int, width: int, batch: int) -> torch.Tensor:
-        """SDXL micro-conditioning: original_size + crops_coords_top_left + target_size, one row per sample."""
-        row = torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)
-        return row.repeat(batch, 1)
+    def time_ids(self, height: int, width: int, batch: int, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """SDXL micro-conditioning, one row per sample: original_size + crops_coords_top_left + target_size.
 
-    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict) -> torch.Tensor:
+        `geometry` [B, 4] holds each exemplar's (original height, width, crop top, left), as diffusers' SDXL
+        training examples record them; without it (generation) the image is its own original, uncropped.
+        """
+        target = torch.tensor([[height, width]], dtype=torch.float32).repeat(batch, 1)
+        if geometry is None:
+            geometry = torch.tensor([[height, width, 0, 0]], dtype=torch.float32).repeat(batch, 1)
+        return torch.cat([geometry.float(), target], dim=1).to(self.device, self.dtype)
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
         height, width = (s * self.vae_scale_factor for s in noisy.shape[-2:])
         dtype = self.unet.dtype
-        added = {"text_embeds": cond["text_embeds"].to(dtype), "time_ids": self.time_ids(height, width, noisy.shape[0])}
-        return self.unet(noisy.to(dtype), timesteps, encoder_hidden_states=cond["encoder_hidden_states"].to(dtype),
-                         added_cond_kwargs=added).sample
+        added = {"text_embeds": cond["text_embeds"].to(dtype),
+                 "time_ids": self.time_ids(height, width, noisy.shape[0], geometry)}
+        hidden = cond["encoder_hidden_states"].to(dtype)
+        return self.train_unet(noisy.to(dtype), timesteps, encoder_hidden_states=hidden,
+                               added_cond_kwargs=added).sample
 
     def pipeline_kwargs(self, height: int, width: int) -> dict:
         return {"height": height, "width": width, "original_size": (height, width), "target_size": (height, width),

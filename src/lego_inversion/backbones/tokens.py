@@ -1,8 +1,8 @@
 """New token rows on a frozen text encoder: the only parameters Lego ever trains.
 
     ext = TokenExtension.install(text_encoder)      # replaces the input embedding, original table untouched
-    ext.add(torch.stack([init_vec_subj, init_vec_cpt]))   # rows for token ids V, V+1
-    optimizer = AdamW([ext.extra])                   # the optimizer holds only the new rows
+    ids = ext.add(torch.stack([init_vec_subj, init_vec_cpt]))   # rows for token ids V, V+1 (one block)
+    optimizer = AdamW([ext.block(ids)])              # the optimizer holds only these new rows
     with ext.frozen([V]):                            # <subj> gets no gradient inside this block
         hidden = text_encoder(ids)[0]
 
@@ -26,13 +26,16 @@ from torch import nn
 
 
 class _NewRows(nn.Module):
-    """Holds the fp32 rows. A child module registered after `base`, so that the encoder's first floating
-    parameter stays the frozen table: transformers' `model.dtype` is that parameter's dtype, and diffusers
-    casts prompt embeddings to it (an fp32 parameter first breaks fp16/bf16 generation)."""
+    """Holds the fp32 rows, one parameter block per `add` call (one inversion run's tokens = one block, so each
+    run's optimizer owns exactly its rows when several runs share the model). A child module registered after
+    `base`, so that the encoder's first floating parameter stays the frozen table: transformers' `model.dtype` is
+    that parameter's dtype, and diffusers casts prompt embeddings to it (an fp32 parameter first breaks fp16/bf16
+    generation)."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, dim: int):
         super().__init__()
-        self.weight = nn.Parameter(weight)
+        self.blocks = nn.ParameterList()
+        self.dim = dim
 
 
 class TokenExtension(nn.Module):
@@ -42,7 +45,7 @@ class TokenExtension(nn.Module):
         super().__init__()
         self.base = base
         self.base.weight.requires_grad_(False)
-        self.new = _NewRows(base.weight.new_zeros((0, base.weight.shape[1]), dtype=torch.float32))
+        self.new = _NewRows(base.weight.shape[1])
         self._frozen: torch.Tensor | None = None
 
     @classmethod
@@ -68,9 +71,12 @@ class TokenExtension(nn.Module):
         return self.base.weight.shape[1]
 
     @property
-    def extra(self) -> nn.Parameter:
-        """The trainable rows (fp32), one per new token id, in id order."""
-        return self.new.weight
+    def extra(self) -> torch.Tensor:
+        """The trainable rows (fp32), one per new token id, in id order (the blocks concatenated)."""
+        blocks = list(self.new.blocks)
+        if not blocks:
+            return self.base.weight.new_zeros((0, self.embedding_dim), dtype=torch.float32)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -78,12 +84,22 @@ class TokenExtension(nn.Module):
         return torch.cat([self.base.weight, self.extra.detach().to(self.base.weight.dtype)])
 
     def add(self, vectors: torch.Tensor) -> list[int]:
-        """Append rows (kept in fp32 whatever the model dtype); returns their token ids."""
+        """Append rows as one new block (kept in fp32 whatever the model dtype); returns their token ids."""
         start = self.num_embeddings
         vectors = vectors.detach().to(device=self.base.weight.device, dtype=torch.float32).reshape(-1,
                                                                                                    self.embedding_dim)
-        self.new.weight = nn.Parameter(torch.cat([self.extra.detach(), vectors]))
+        self.new.blocks.append(nn.Parameter(vectors.clone()))
         return list(range(start, start + vectors.shape[0]))
+
+    def block(self, ids: Iterable[int]) -> nn.Parameter:
+        """The parameter block that holds exactly the rows of `ids` (as added together by one `add` call)."""
+        ids = list(ids)
+        start = self.num_base
+        for block in self.new.blocks:
+            if ids == list(range(start, start + block.shape[0])):
+                return block
+            start += block.shape[0]
+        raise ValueError(f"ids {ids} are not one block of added rows")
 
     def rows(self, ids: Iterable[int]) -> torch.Tensor:
         """Current vectors of new token ids, with gradient (for the Context Loss, Eq. 2)."""
@@ -93,10 +109,10 @@ class TokenExtension(nn.Module):
     @contextlib.contextmanager
     def frozen(self, ids: Iterable[int]) -> Iterator[None]:
         """Inside this block the given new ids act as constants (no gradient flows into them)."""
-        mask = torch.zeros(self.extra.shape[0], dtype=torch.bool, device=self.extra.device)
-        for i in ids:
-            mask[i - self.num_base] = True
-        previous, self._frozen = self._frozen, mask
+        rows = [i - self.num_base for i in ids]
+        mask = torch.zeros(self.extra.shape[0], dtype=torch.bool)
+        mask[rows] = True
+        previous, self._frozen = self._frozen, (mask.to(self.extra.device) if rows else None)
         try:
             yield
         finally:
@@ -106,11 +122,9 @@ class TokenExtension(nn.Module):
         out = self.base(input_ids.clamp(max=self.num_base - 1))
         if self.extra.shape[0] == 0:
             return out
-        is_new = input_ids >= self.num_base
-        if not bool(is_new.any()):
-            return out
+        is_new = input_ids >= self.num_base  # no `.any()` check: it would sync the host with the GPU every call
         extra = self.extra
-        if self._frozen is not None and bool(self._frozen.any()):
+        if self._frozen is not None:
             extra = torch.where(self._frozen[:, None], extra.detach(), extra)
         new_rows = extra[(input_ids - self.num_base).clamp(min=0)].to(out.dtype)
         return torch.where(is_new[..., None], new_rows, out)

@@ -1,0 +1,85 @@
+"""Many inversions in one process: the cartesian product of concept folders × methods × seeds, trained with
+joint steps on one shared frozen model (one UNet call per step for all runs; `loop.py`).
+
+    lego invert examples/melted_cube examples/frozen_bear --method lego ti --seed 0 1 --out runs/sweep
+    # -> runs/sweep/melted_cube-lego-s0/, melted_cube-ti-s0/, ... (each laid out exactly like a single run)
+    accelerate launch -m lego_inversion invert ... --out runs/sweep   # each process trains its share of runs
+
+    from lego_inversion.sweep import invert_many
+    folders = invert_many(["examples/melted_cube"], ["lego", "ti"], [0, 1], "runs/sweep", InversionConfig())
+
+Each run has its own rows, optimizer, random streams, checkpoint and run folder, and learns what it would learn
+alone. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
+are skipped. With one folder, one method and one seed, `invert` (trainer.py) writes OUT itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .config import InversionConfig
+from .errors import UserError
+from .formats import EMBEDS_FILE
+from .loop import train_runs
+from .trainer import build_run, check_inputs, load_training_backbone, open_run_folder
+
+
+def run_name(concept_dir: str | Path, method: str, seed: int) -> str:
+    """The run folder's name under the sweep root: <concept folder>-<method>-s<seed>."""
+    return f"{Path(concept_dir).resolve().name}-{method}-s{seed}"
+
+
+def plan(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
+         config: InversionConfig) -> list[tuple[Path, InversionConfig, Path]]:
+    """(concept folder, config, run folder) for every combination, in a fixed order."""
+    cells = [(Path(c), dataclasses.replace(config, method=m, seed=s), Path(out_root) / run_name(c, m, s))
+             for c in concept_dirs for m in methods for s in seeds]
+    names = [cell[2].name for cell in cells]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise UserError(f"two runs would share the folder {duplicate!r}: give each concept folder a different name "
+                        "and list each method and seed once")
+    return cells
+
+
+def _my_share(cells: list) -> list:
+    """Under `accelerate launch` / torchrun (WORLD_SIZE > 1), this process's runs; else all of them."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return cells
+    from accelerate import PartialState
+
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.split_between_processes(cells) as mine:
+        return list(mine)
+
+
+def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
+                config: InversionConfig | None = None, model: str | None = None, resume: bool = False,
+                allow_pickle: bool = False, progress: bool = True) -> list[Path]:
+    """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share)."""
+    config = config or InversionConfig()
+    cells = _my_share(plan(concept_dirs, methods, seeds, out_root, config))
+    for concept, cfg, out in cells:  # every input is checked before the model loads or anything is written
+        check_inputs(concept, out, cfg, resume)
+    if not cells:
+        return []
+    base = cells[0][1]
+    if config.device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            base = dataclasses.replace(base, device=f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    backbone = load_training_backbone(model, base, allow_pickle=allow_pickle)
+    built = [build_run(concept, out, cfg, backbone, resume=resume, alias=str(i))
+             for i, (concept, cfg, out) in enumerate(cells)]
+    for run, previous in built:
+        open_run_folder(run, previous)
+    runs = [run for run, _ in built]
+    todo = [r for r in runs if not (r.finished and (r.out_dir / EMBEDS_FILE).is_file())]
+    if todo:
+        train_runs(todo, progress=progress)
+    return [r.out_dir for r in runs]
