@@ -84,21 +84,25 @@ def win_rate(a: dict, b: dict) -> float:
     return float(np.mean([1.0 if a[k] > b[k] else 0.5 if a[k] == b[k] else 0.0 for k in keys]))
 
 
+def with_prompts(template: str, targets: list[str], concept: str, where: str) -> list[str]:
+    """The example's `with` prompt for each target subject, its {concept} filled with the learned tokens."""
+    from lego_inversion.prompts import check_template, fill
+
+    check_template(template, {"subject", "concept"}, where, required=("subject",))
+    return [fill(template, {"subject": t, "concept": concept}, where) for t in targets]
+
+
 def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
     from lego_inversion.config import InversionConfig
     from lego_inversion.generation import load_generator
-    from lego_inversion.toyworld.data import generic_prompt
+    from lego_inversion.toyworld.training_data import generic_prompt
 
     data = tomllib.loads((example / "concept.toml").read_text())
     truth = data["toyworld"]
     tgt = cell_targets(truth, args)
     if method == "text":
-        prompts = [generic_prompt(t, None, truth["concept"], truth["count"]) for t in tgt]
-    else:
-        prompts = [data["prompts"]["with"].replace("{subject}", t) for t in tgt]
-    seeds = [1000 * seed + i for i in range(len(prompts))]
-    if method == "text":
         gen = load_generator(args.model, [])
+        prompts = [generic_prompt(t, None, truth["concept"], truth["count"]) for t in tgt]
     else:
         from lego_inversion.trainer import invert
 
@@ -107,6 +111,9 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
                                              "validation_images": 1, "validation_steps": 5}))
         invert(example, run, cfg, model=args.model, resume=run.exists(), progress=False)
         gen = load_generator(args.model, [run])
+        prompts = with_prompts(data["prompts"]["with"], tgt, gen.expand_prompt("{concept}"),
+                               where=f"{example / 'concept.toml'}: prompts.with")
+    seeds = [1000 * seed + i for i in range(len(prompts))]
     images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)

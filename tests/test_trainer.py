@@ -157,14 +157,31 @@ def test_token_already_in_vocabulary_writes_nothing(tiny_sd, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_context_words_fail_before_loading_the_model(tmp_path):
-    concept = make_concept(tmp_path / "c", CONCEPT_TOML.replace('positives = ["melted", "molten", "dripping"]', ""))
-    with pytest.raises(UserError, match="no positives"):
+def test_missing_context_words_are_suggested_and_recorded(tiny_sd, tmp_path):
+    """A [[concept]] table without positives/negatives gets WordNet's words, ranked in the model's own table
+    (lexicon.suggest_for_backbone, tested in test_lexicon.py); concept.json records them and which were proposed."""
+    from lego_inversion.lexicon import suggest_for_backbone
+
+    toml = CONCEPT_TOML.replace('positives = ["melted", "molten", "dripping"]', "")
+    out = invert(make_concept(tmp_path / "c", toml), tmp_path / "out", InversionConfig(**FAST),
+                 model=str(tiny_sd), progress=False)
+    words = json.loads((out / "concept.json").read_text())["context_words"]["<melted>"]
+    expected = suggest_for_backbone("melted", load_backbone(str(tiny_sd)))
+    assert words["positives"] == expected.positives and len(words["positives"]) > 0
+    assert words["negatives"] == ["solid", "intact", "frozen"] and words["suggested"] == ["positives"]
+    unknown = CONCEPT_TOML.replace('positives = ["melted", "molten", "dripping"]', "").replace(
+        'init = "melted"', 'init = "xqzwv"')
+    with pytest.raises(UserError, match=r"concept\[0\] has no positives and none can be proposed"):
+        invert(make_concept(tmp_path / "u", unknown), tmp_path / "out2", InversionConfig(**FAST),
+               model=str(tiny_sd), progress=False)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_bad_concept_folder_fails_before_loading_the_model(tmp_path):
+    concept = make_concept(tmp_path / "c", CONCEPT_TOML.replace("{subject} that", "thing that"))
+    with pytest.raises(UserError, match="must contain"):
         invert(concept, tmp_path / "out", InversionConfig(**FAST), model="/nonexistent", progress=False)
     assert not (tmp_path / "out").exists()
-    invert_ti = pytest.raises(UserError, match="cannot load model")  # ti needs no context words: gets further
-    with invert_ti:
-        invert(concept, tmp_path / "out", InversionConfig(method="ti", **FAST), model="/nonexistent", progress=False)
 
 
 def test_word_the_tokenizer_cannot_embed_writes_nothing(tmp_path):

@@ -29,6 +29,9 @@ COMMAND_MODULES = [
 ]
 
 
+NO_TORCH_COMMANDS = ("study",)  # the study app never runs a model: no thread policy, no torch import
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lego", description="Lego concept inversion for text-to-image diffusion models (ECCV 2024)."
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="lego: %(levelname)s: %(message)s")
     try:
-        set_threads(args.threads)
+        if args.command not in NO_TORCH_COMMANDS:
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"lego: error: {exc}", file=sys.stderr)

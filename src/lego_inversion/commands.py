@@ -1,121 +1,156 @@
 """`lego invert`, `lego generate`, `lego export`: argument parsing only; the work is in trainer/generation/formats.
 
-    lego invert CONCEPT_DIR --out OUT_DIR [--model ID_OR_PATH] [--method lego|ti|cl-only|ss-only]
-                [--steps N] [--seed S] [--resume] [--lr LR] [--context-weight λ] [--temperature τ] ...
-    lego generate --concept OUT_DIR [--concept OTHER] --prompt P --out DIR [--model M] [--num-images N] [--seed S]
-    lego export OUT_DIR --format a1111|comfyui|kohya|diffusers --out PATH [--include-subject]
+    lego invert CONCEPT_DIR [DIR ...] --out OUT [--model ID_OR_PATH] [--method M [M ...]] [--seed S [S ...]]
+                [--resume] [--steps N] [--lr LR] ...   (every InversionConfig field is a flag: config.py)
+    lego generate --concept OUT_DIR [--concept OTHER] --prompt P --out DIR [--overwrite] [--model M] [--num-images N]
+                  [--seed S] [--subject S] [--about NAME] [--no-progress] ...
+    lego export OUT_DIR --format a1111|comfyui|kohya|diffusers [--out DIR_OR_FILE] [--include-subject]
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
-from .config import METHODS, InversionConfig
+from .config import METHODS, InversionConfig, add_arguments, from_arguments
 
 DEFAULTS = InversionConfig()
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("invert", help="learn a concept's tokens from with/ and without/ images",
-                              description="Learn <subj> and the concept tokens of CONCEPT_DIR (Lego, Eq. 3).")
-    p.add_argument("concept_dir", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="run folder to create (or continue with --resume)")
+    p = subparsers.add_parser(
+        "invert", help="learn a concept's tokens from with/ and without/ images",
+        description="Learn <subj> and the concept tokens of CONCEPT_DIR (Lego, Eq. 3). Several folders, methods "
+                    "or seeds train together (one UNet call per step for all runs) into "
+                    "OUT/<concept>-<method>-s<seed>/.")
+    p.add_argument("concept_dir", type=Path, nargs="+", help="concept folder(s): with/, without/, concept.toml")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the run folder (one run) or the folder of run folders (several); --resume continues")
     p.add_argument("--model", default=None, help="diffusers model id or folder (default: the embedded toy model)")
-    p.add_argument("--method", choices=METHODS, default=DEFAULTS.method)
-    p.add_argument("--steps", type=int, default=DEFAULTS.steps)
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR's last checkpoint")
-    p.add_argument("--lr", dest="learning_rate", type=float, default=DEFAULTS.learning_rate,
-                   help="AdamW learning rate (default: the model's; 5e-3 for CLIP models, 1e-2 for the toy model)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--context-weight", type=float, default=DEFAULTS.context_weight, help="λ of Eq. 3")
-    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="τ of Eq. 2")
-    p.add_argument("--subject-from-with", action=argparse.BooleanOptionalAction, default=DEFAULTS.subject_from_with,
-                   help="let <subj> learn from with/ images too (§4.3)")
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
-    p.add_argument("--validate-every", type=int, default=DEFAULTS.validate_every)
-    p.add_argument("--validation-steps", type=int, default=DEFAULTS.validation_steps)
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=DEFAULTS.mixed_precision)
-    p.add_argument("--device", default=None)
+    p.add_argument("--method", nargs="+", choices=METHODS, default=[DEFAULTS.method],
+                   help=dataclasses.fields(InversionConfig)[0].metadata["help"] + f" (default: {DEFAULTS.method})")
+    p.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS.seed], help="random seed(s) (default: 0)")
+    p.add_argument("--resume", action="store_true", help="continue from each run's last checkpoint")
+    add_arguments(p, InversionConfig)
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt model weights (unsafe)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_invert)
 
-    g = subparsers.add_parser("generate", help="apply learned concepts to new subjects, compose several",
-                              description="Generate images; {name} in the prompt is a whole learned concept.")
-    g.add_argument("--concept", action="append", default=[], type=Path, help="a lego invert run folder (repeat)")
-    g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
-    g.add_argument("--out", type=Path, required=True)
-    g.add_argument("--model", default=None, help="default: the concepts' base model, else the toy model")
-    g.add_argument("--num-images", type=int, default=4, help="images per prompt")
-    g.add_argument("--seed", type=int, default=0, help="first seed; image k of a prompt uses seed + k")
-    g.add_argument("--steps", type=int, default=50, help="sampler steps")
-    g.add_argument("--guidance-scale", type=float, default=None, help="default: the model's")
-    g.add_argument("--negative-prompt", default=None)
-    g.add_argument("--subject", default=None, help="the target subject, recorded in images.jsonl for evaluation")
-    g.add_argument("--batch-size", type=int, default=4)
-    g.add_argument("--device", default=None)
-    g.add_argument("--dtype", default="float32")
-    g.add_argument("--allow-pickle", action="store_true")
+    g = subparsers.add_parser(
+        "generate", help="apply learned concepts to new subjects, compose several",
+        description="Generate images. In a prompt {name} is a whole learned concept (NAME: its concept name or its "
+                    "run folder's name), {name.subject} its subject token, and with one concept loaded {concept} "
+                    "and {subject}; write {{ and }} for literal braces. Image k of a prompt starts from seed + k.")
+    g.add_argument("--concept", action="append", default=[], type=Path,
+                   help="a `lego invert` run folder; repeat to compose several (default: none, plain prompts)")
+    g.add_argument("--prompt", action="append", required=True, help="prompt; repeat for several")
+    g.add_argument("--out", type=Path, required=True,
+                   help="new or empty folder for the PNGs, images.jsonl and grid.png")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the image set already in --out (the whole folder, swapped in at the end)")
+    g.add_argument("--model", default=None, help="diffusers model id or folder (default: the concepts' base "
+                   "model; the embedded toy model for plain prompts)")
+    g.add_argument("--num-images", type=int, default=4, help="images per prompt (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="first seed; image k of a prompt uses seed + k (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
+    g.add_argument("--guidance-scale", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's own)")
+    g.add_argument("--negative-prompt", default=None, help="(default: none)")
+    g.add_argument("--subject", default=None,
+                   help="the target subject the prompts name (e.g. ball), recorded in images.jsonl (default: none)")
+    g.add_argument("--about", action="append", default=[], metavar="NAME",
+                   help="plain prompts only: the concept this baseline image set stands for, recorded in "
+                        "images.jsonl so that it pairs with a learned set by concept, subject and seed; repeat for "
+                        "a composition (default: none; with --concept the loaded concepts are recorded)")
+    g.add_argument("--batch-size", type=int, default=4, help="images per sampler call (default: %(default)s)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", default="float32", help="float32, fp16 or bf16 (default: %(default)s)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt model weights (unsafe)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (neither ours nor diffusers'/transformers' loading and sampling bars)")
     g.set_defaults(func=run_generate)
 
-    e = subparsers.add_parser("export", help="write a learned concept for Automatic1111, ComfyUI/kohya or diffusers")
-    e.add_argument("run_dir", type=Path)
-    e.add_argument("--format", required=True, choices=("a1111", "comfyui", "kohya", "diffusers"))
-    e.add_argument("--out", type=Path, required=True, help="file (a1111/comfyui/kohya) or folder (diffusers)")
-    e.add_argument("--include-subject", action="store_true", help="also export the <subj> token")
+    e = subparsers.add_parser(
+        "export", help="write a learned concept for Automatic1111, ComfyUI/kohya or diffusers",
+        description="Write a learned concept's tokens as one multi-vector embedding for another tool. Automatic1111, "
+                    "ComfyUI and kohya take the trigger word from the file name, so the file is named after the "
+                    "concept: `lego export RUN --format a1111 --out embeddings/` writes embeddings/NAME.pt, NAME "
+                    "being the concept's name (concept.json). Prompt with NAME in Automatic1111 and kohya, "
+                    "`embedding:NAME` in ComfyUI. Concepts learned on a BERT text encoder (LDM-256, the toy model) "
+                    "export only as diffusers: the other tools cannot load them.")
+    e.add_argument("run_dir", type=Path, help="a `lego invert` run folder")
+    e.add_argument("--format", required=True, choices=("a1111", "comfyui", "kohya", "diffusers"),
+                   help="a1111: Automatic1111 .pt (.safetensors for SDXL); comfyui/kohya: .safetensors; "
+                        "diffusers: one file per token for load_textual_inversion")
+    e.add_argument("--out", default=None,
+                   help="a folder to write <concept>.pt/.safetensors into, or a file path whose stem becomes the "
+                        "trigger word (warned when it differs from the concept name); for diffusers the folder of "
+                        "per-token files (default: the current folder; diffusers: ./<concept>-diffusers)")
+    e.add_argument("--include-subject", action="store_true",
+                   help="also export the <subj> token (as <name>-subject for a1111/comfyui/kohya)")
     e.set_defaults(func=run_export)
 
 
 def run_invert(args) -> int:
+    from .sweep import invert_many
     from .trainer import invert
 
-    config = InversionConfig(
-        method=args.method, steps=args.steps, seed=args.seed, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, context_weight=args.context_weight, temperature=args.temperature,
-        subject_from_with=args.subject_from_with, resolution=args.resolution,
-        checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
-        validation_steps=args.validation_steps, mixed_precision=args.mixed_precision, device=args.device)
-    out = invert(args.concept_dir, args.out, config, model=args.model, resume=args.resume,
-                 allow_pickle=args.allow_pickle, progress=not args.no_progress)
-    print(f"learned tokens written to {out / 'learned_embeds.safetensors'}; validation grids in {out / 'validation'}")
+    if args.no_progress:
+        from .backbones import quiet_progress_bars
+
+        quiet_progress_bars()
+    config = from_arguments(InversionConfig, args, method=args.method[0], seed=args.seed[0])
+    if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:
+        out = invert(args.concept_dir[0], args.out, config, model=args.model, resume=args.resume,
+                     allow_pickle=args.allow_pickle, progress=not args.no_progress)
+        print(f"learned tokens written to {out / 'learned_embeds.safetensors'}; validation grid in "
+              f"{out / 'validation'}")
+        return 0
+    folders = invert_many(args.concept_dir, args.method, args.seed, args.out, config, model=args.model,
+                          resume=args.resume, allow_pickle=args.allow_pickle, progress=not args.no_progress)
+    print(f"{len(folders)} runs written under {args.out}")
     return 0
 
 
 def run_generate(args) -> int:
-    from .atomic import atomic_save_image
     from .errors import UserError
-    from .generation import load_generator
-    from .manifest import write_manifest
-    from .images import make_grid
+    from .backbones import quiet_progress_bars
+    from .generation import check_output_folder, load_generator, write_image_set
+    from .manifest import ImageRecord
 
     if args.num_images < 1:
         raise UserError("--num-images must be at least 1")
+    if args.about and args.concept:
+        raise UserError("--about is for plain-prompt baselines; with --concept the images are about the loaded "
+                        "concepts, so drop --about")
+    about = tuple(a.strip() for a in args.about)
+    for name in about:
+        if not name or "+" in name:
+            raise UserError(f"--about {name!r}: give a concept name (not empty, no '+')")
+    check_output_folder(args.out, overwrite=args.overwrite)
+    if args.no_progress:
+        quiet_progress_bars()
     gen = load_generator(args.model, args.concept, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
+    expanded = {p: gen.expand_prompt(p, where="--prompt") for p in args.prompt}  # bad placeholders fail here
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
-    for p in args.prompt:
-        gen.expand_prompt(p)  # fail on a bad placeholder before any work
     images = gen.generate(prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                          batch_size=args.batch_size, negative_prompt=args.negative_prompt)
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
-        name = f"{i:04d}.png"
-        atomic_save_image(args.out / name, image)
-        records.append({"file": name, "prompt": prompt, "expanded_prompt": gen.expand_prompt(prompt),
-                        "seed": seed, "concepts": list(gen.concepts), "model": gen.backbone.model_id,
-                        "method": _method(gen), "subject": args.subject})
-    write_manifest(args.out, records)
-    grid = atomic_save_image(args.out / "grid.png", make_grid(images, cols=args.num_images))
+                          batch_size=args.batch_size, negative_prompt=args.negative_prompt,
+                          progress=not args.no_progress)
+    concepts, method = tuple(gen.concepts) or about, _method(gen)
+    records = [ImageRecord(path=Path(f"{i:04d}.png"), prompt=prompt, seed=seed, subject=args.subject,
+                           method=method, concepts=concepts, expanded_prompt=expanded[prompt],
+                           model=gen.backbone.model_id)
+               for i, (prompt, seed) in enumerate(zip(prompts, seeds))]
+    grid = write_image_set(args.out, images, records, cols=args.num_images)
     print(f"{len(images)} images in {args.out}; grid: {grid}")
     return 0
 
 
 def _method(gen) -> str | None:
+    """The loaded concepts' method; "text" for plain prompts; None when composed concepts differ."""
     methods = {c.meta.get("method") for c in gen.concepts.values()}
     return methods.pop() if len(methods) == 1 else ("text" if not methods else None)
 

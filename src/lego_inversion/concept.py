@@ -64,6 +64,7 @@ class ConceptToken:
     init: str
     positives: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
+    suggested: tuple[str, ...] = ()   # which of the two the trainer proposed (lexicon.py), not the TOML
 
 
 @dataclass
@@ -106,16 +107,6 @@ class ConceptSpec:
         for path in [*self.with_images, *self.without_images]:
             digest.update(path.relative_to(self.root).as_posix().encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
-
-    def check_context_words(self) -> None:
-        """Eq. 2 needs both sets: every concept token must have positives and negatives."""
-        for i, c in enumerate(self.concepts):
-            for key in ("positives", "negatives"):
-                if not getattr(c, key):
-                    raise UserError(
-                        f"{self.root / 'concept.toml'}: concept[{i}] ({c.token}) has no {key}; the context loss "
-                        f"(Eq. 2) needs them: add e.g. {key} = [\"...\"] or use --method ti / ss-only"
-                    )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -3,19 +3,27 @@
     from lego_inversion.formats import save_learned, load_learned, export
     save_learned(out_dir, vectors, slot_names, meta)      # learned_embeds.safetensors + diffusers/*.safetensors
     concept = load_learned("runs/melted")                 # -> LearnedConcept
-    export(concept, "a1111", "melted.pt")                 # string_to_param (Automatic1111)
-    export(concept, "comfyui", "melted.safetensors")      # emb_params (ComfyUI / kohya); clip_l/clip_g for SDXL
+    export(concept, "a1111", "exports/")                  # exports/melted.pt: string_to_param (Automatic1111)
+    export(concept, "comfyui")                            # ./melted.safetensors: emb_params; clip_l/clip_g for SDXL
     export(concept, "diffusers", "melted_diffusers/")     # one single-key file per token
 
 `learned_embeds.safetensors`: key = token string (first text encoder), `token::<slot>` for further text encoders
-(SDXL's text_encoder_2); metadata "lego_inversion" = JSON of base model, method, config and concept.
-Everything is read with safetensors; pickle files (.pt/.bin) only with `allow_pickle=True`, and then with
-`torch.load(weights_only=True)`.
+(SDXL's text_encoder_2); metadata "lego_inversion" = JSON of base model, backbone kind ("sd", "sdxl", "ldm"),
+method, config and concept. Concept files are read with safetensors only: `load_learned` refuses any other file.
+The one pickle this module writes is Automatic1111's `.pt` layout (tensors, strings and ints only, so it loads
+with `torch.load(weights_only=True)`); it never reads pickles.
+
+Automatic1111, ComfyUI and kohya take the trigger word from the embedding's file name, so `export` names the file
+after the concept (`<name>.pt` / `<name>.safetensors` inside a folder) and warns when a given file name differs.
+Those tools load CLIP embeddings only: concepts learned on a BERT text encoder (LDM-256, the toy model) are
+refused for them; the diffusers export works for every backbone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +36,9 @@ from .errors import UserError
 EMBEDS_FILE = "learned_embeds.safetensors"
 CONCEPT_FILE = "concept.json"
 FORMATS = ("a1111", "comfyui", "kohya", "diffusers")
+TOOLS = {"a1111": "Automatic1111", "comfyui": "ComfyUI", "kohya": "kohya", "diffusers": "diffusers"}
+BERT_BACKBONES = {"ldm"}  # backbone kinds whose text encoder is BERT (LDM-256, the toy model)
+logger = logging.getLogger(__name__)
 SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
 
 
@@ -41,6 +52,7 @@ class LearnedConcept:
     vectors: dict[str, list[torch.Tensor]]         # token -> one [d] vector per text encoder (slot)
     slots: list[str]
     meta: dict = field(default_factory=dict)
+    source: Path | None = None                     # the run folder it was loaded from
 
     @property
     def all_tokens(self) -> list[str]:
@@ -98,7 +110,7 @@ def load_learned(path: str | Path) -> LearnedConcept:
         except KeyError as exc:
             raise UserError(f"{file}: missing tensor {exc.args[0]!r}; the file is incomplete") from None
     return LearnedConcept(name=concept.get("name", file.parent.name), tokens=tokens, subject_token=subject,
-                          vectors=vectors, slots=slots, meta=meta)
+                          vectors=vectors, slots=slots, meta=meta, source=file.parent)
 
 
 def export_diffusers(vectors: dict[str, list[torch.Tensor]], slots: list[str], folder: Path) -> list[Path]:
@@ -115,28 +127,62 @@ def export_diffusers(vectors: dict[str, list[torch.Tensor]], slots: list[str], f
     return written
 
 
-def export(concept: LearnedConcept, fmt: str, out: str | Path, include_subject: bool = False) -> list[Path]:
-    """Write `concept` (its concept tokens as one multi-vector embedding) in another tool's format."""
-    out = Path(out)
+def export_path(concept: LearnedConcept, fmt: str, out: str | Path | None = None) -> Path:
+    """Where `export` writes: a file for a1111/comfyui/kohya, a folder for diffusers.
+
+    `out` None means the current folder. A folder (an existing one, or a path ending in "/") gets a file named
+    after the concept, because the other tools take the trigger word from the file name; a file path is used as
+    given, with the format's suffix (.pt for Automatic1111 on one text encoder, else .safetensors)."""
+    stem = file_stem(concept.name)
+    if fmt == "diffusers":
+        return Path(out) if out is not None else Path(f"{stem}-diffusers")
+    suffix = ".pt" if fmt == "a1111" and len(concept.slots) == 1 else ".safetensors"
+    text = "." if out is None else str(out)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return Path(text) / f"{stem}{suffix}"
+    target = Path(text)
+    return target if target.suffix == suffix else target.with_suffix(suffix)
+
+
+def _check_exportable(concept: LearnedConcept, fmt: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
+    bert = concept.meta.get("backbone") in BERT_BACKBONES or "bert" in concept.slots
+    if bert and fmt != "diffusers":
+        where = concept.source or concept.name
+        raise UserError(f"{where}: concept {concept.name!r} was learned on a BERT text encoder "
+                        f"({concept.meta.get('base_model', 'LDM-256 or the toy model')}), which {TOOLS[fmt]} cannot "
+                        "load (it takes CLIP embeddings only); use --format diffusers")
+
+
+def export(concept: LearnedConcept, fmt: str, out: str | Path | None = None,
+           include_subject: bool = False) -> list[Path]:
+    """Write `concept` (its concept tokens as one multi-vector embedding) in another tool's format.
+
+    `out`: see `export_path`. A1111/ComfyUI/kohya files hold all concept tokens as one multi-vector embedding
+    whose trigger word is the file's stem; with `include_subject`, `<stem>-subject` holds the subject token."""
+    _check_exportable(concept, fmt)
+    target = export_path(concept, fmt, out)
     if fmt == "diffusers":
         vectors = {t: concept.vectors[t] for t in (concept.all_tokens if include_subject else concept.tokens)}
-        return export_diffusers(vectors, concept.slots, out)
-    groups = [(concept.name, concept.tokens)]
+        return export_diffusers(vectors, concept.slots, target)
+    if target.stem != file_stem(concept.name):
+        logger.warning("%s: %s takes the trigger word from the file name, so prompts must say %r, not the concept "
+                       "name %r; pass a folder as --out to name the file after the concept",
+                       target, TOOLS[fmt], target.stem, concept.name)
+    groups = [(concept.name, concept.tokens, target)]  # `name` is informative only: the tools use the file name
     if include_subject and concept.subject_token:
-        groups.append((f"{concept.name}-subject", [concept.subject_token]))
+        groups.append((f"{concept.name}-subject", [concept.subject_token],
+                       target.with_name(f"{target.stem}-subject{target.suffix}")))
     written = []
-    for i, (name, tokens) in enumerate(groups):
-        target = out if i == 0 else out.with_name(f"{out.stem}-subject{out.suffix}")
+    for name, tokens, path in groups:
         if len(concept.slots) > 1:  # SDXL: both tools read clip_l / clip_g (safetensors)
             tensors = {SDXL_KEYS.get(s, s): concept.matrix(tokens, i_slot) for i_slot, s in enumerate(concept.slots)}
-            written.append(atomic_save_file(target.with_suffix(".safetensors"), tensors))
+            written.append(atomic_save_file(path, tensors))
         elif fmt == "a1111":  # Automatic1111's textual-inversion .pt layout
-            matrix = concept.matrix(tokens)
-            payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": matrix}, "name": name,
+            payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": concept.matrix(tokens)}, "name": name,
                        "step": int(concept.meta.get("step", 0)), "sd_checkpoint": None, "sd_checkpoint_name": None}
-            written.append(atomic_torch_save(target.with_suffix(".pt"), payload))
+            written.append(atomic_torch_save(path, payload))
         else:  # comfyui / kohya
-            written.append(atomic_save_file(target.with_suffix(".safetensors"), {"emb_params": concept.matrix(tokens)}))
+            written.append(atomic_save_file(path, {"emb_params": concept.matrix(tokens)}))
     return written

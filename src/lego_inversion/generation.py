@@ -1,31 +1,41 @@
 """Apply learned concepts to new subjects and compose several in one prompt (Lego §5.4, Fig. 8).
 
-    from lego_inversion.generation import load_generator
+    from lego_inversion.generation import check_output_folder, load_generator, write_image_set
     gen = load_generator(None, ["runs/melted", "runs/frozen"])       # toy model + two concepts
     images = gen.generate(["a photo of a sphere that is {melted}"], seeds=[0])
     gen.expand_prompt("a {melted} and {frozen} bear")   # -> "a <melted> and <frozen> <ice> bear"
+    check_output_folder(out, overwrite=False)            # before any work: `lego generate --out`
+    write_image_set(out, images, records, cols=4)        # PNGs + images.jsonl + grid.png, swapped in whole
 
-Prompt syntax: `{name}` is a whole concept (all its tokens, in order); `{name.subject}` is its subject token;
-with exactly one concept loaded, `{concept}` and `{subject}` work too. Single tokens (`<melted>`) can be written
-directly. Image i starts from noise drawn only from `seeds[i]`, so the same seed gives the same noise whatever
-the batch or the method: comparisons across methods see identical noise.
+Prompt syntax (filled by `lego_inversion.prompts`): `{name}` is a whole concept (all its tokens, in order) and
+`{name.subject}` its subject token. `name` is the concept's name (`name =` in its concept.toml, else its concept
+folder's name) or its run folder's name (`{melted}` for `--concept runs/melted`) when that differs and no other
+loaded concept claims it. With exactly one concept loaded, `{concept}` and `{subject}` work too; `{{`/`}}` are
+literal braces and single tokens (`<melted>`) can be written directly. Image i starts from noise drawn only from
+`seeds[i]`, so the same seed gives the same noise whatever the batch or the method: comparisons across methods
+see identical noise.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
-import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, load_backbone, resolve_model
 from .errors import UserError
 from .formats import LearnedConcept, load_learned
+from .manifest import MANIFEST, ImageRecord, read_manifest, write_manifest
+from .prompts import fill, placeholders
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+logger = logging.getLogger(__name__)
+GRID = "grid.png"
+_ALIAS = re.compile(r"^[A-Za-z0-9_\-]+$")  # a run folder name usable as a placeholder
 
 
 class ConceptGenerator:
@@ -34,6 +44,9 @@ class ConceptGenerator:
     def __init__(self, backbone: Backbone, concepts: Sequence[LearnedConcept] = ()):
         self.backbone = backbone
         self.concepts: dict[str, LearnedConcept] = {}
+        self.aliases: dict[str, str] = {}        # run folder name -> concept name
+        self._ambiguous: set[str] = set()        # run folder names shared by several loaded concepts
+        self._subject_owner: dict[str, str] = {}  # concept whose subject token was taken -> the concept holding it
         for concept in concepts:
             self.add_concept(concept)
 
@@ -49,7 +62,7 @@ class ConceptGenerator:
         if dims != got:
             raise UserError(f"concept {concept.name!r} has embeddings of size {got} but {self.backbone.model_id} "
                             f"expects {dims}; use its base model ({concept.meta.get('base_model', 'unknown')})")
-        loaded = {t for c in self.concepts.values() for t in c.all_tokens}
+        loaded = {t: c.name for c in self.concepts.values() for t in c.all_tokens}
         clash = [t for t in concept.tokens if t in loaded]
         if clash:
             raise UserError(f"concept {concept.name!r} reuses token {clash[0]!r} of another loaded concept; "
@@ -58,34 +71,70 @@ class ConceptGenerator:
         if concept.subject_token and concept.subject_token not in loaded:
             tokens.insert(0, concept.subject_token)
         elif concept.subject_token:  # two runs both called their subject <subj>: keep the first, say so
-            print(f"lego: note: subject token {concept.subject_token} of {concept.name!r} is already taken; "
-                  f"{{{concept.name}.subject}} is unavailable", file=sys.stderr)
-            concept = LearnedConcept(concept.name, concept.tokens, None, concept.vectors, concept.slots, concept.meta)
+            logger.warning("subject token %s of concept %r is already taken by %r; {%s.subject} is unavailable",
+                           concept.subject_token, concept.name, loaded[concept.subject_token], concept.name)
+            self._subject_owner[concept.name] = loaded[concept.subject_token]
+            concept = dataclasses.replace(concept, subject_token=None)
         self.backbone.add_tokens(tokens, [concept.vectors[t] for t in tokens])
         self.concepts[concept.name] = concept
+        self._add_alias(concept)
 
-    def expand_prompt(self, prompt: str) -> str:
+    def _add_alias(self, concept: LearnedConcept) -> None:
+        """Make the concept addressable by its run folder's name too, unless another concept claims that name."""
+        if concept.name in self.aliases:  # a concept's own name wins over another one's run folder name
+            other = self.aliases.pop(concept.name)
+            logger.warning("{%s} now means concept %r, not the one in run folder %s; write {%s} for that one",
+                           concept.name, concept.name, concept.name, other)
+        alias = concept.source.name if concept.source is not None else ""
+        if not _ALIAS.match(alias) or alias == concept.name or alias in self.concepts or alias in self._ambiguous:
+            return
+        if alias in self.aliases:  # two run folders of the same name: neither gets it
+            self._ambiguous.add(alias)
+            del self.aliases[alias]
+            return
+        self.aliases[alias] = concept.name
+
+    def placeholder_values(self) -> dict[str, str]:
+        """Every placeholder a prompt may use -> its token string."""
+        values = {}
+        if len(self.concepts) == 1:
+            [only] = self.concepts.values()
+            values["concept"] = " ".join(only.tokens)
+            if only.subject_token:
+                values["subject"] = only.subject_token
+        for key, name in [(n, n) for n in self.concepts] + list(self.aliases.items()):
+            concept = self.concepts[name]
+            values[key] = " ".join(concept.tokens)
+            if concept.subject_token:
+                values[f"{key}.subject"] = concept.subject_token
+        return values
+
+    def expand_prompt(self, prompt: str, where: str = "prompt") -> str:
         """Replace `{name}`, `{name.subject}`, `{concept}`, `{subject}` with token strings."""
+        values = self.placeholder_values()
+        for key in placeholders(prompt, where):
+            if key not in values:
+                raise self._unknown(key, where)
+        return fill(prompt, values, where)
 
-        def replace(match: re.Match) -> str:
-            key = match.group(1).strip()
-            name, _, part = key.partition(".")
-            if name in ("concept", "subject") and not part and name not in self.concepts:
-                if len(self.concepts) != 1:
-                    raise UserError(f"prompt uses {{{key}}} but {len(self.concepts)} concepts are loaded; name "
-                                    f"one: {', '.join('{' + n + '}' for n in self.concepts) or '(none)'}")
-                name, part = next(iter(self.concepts)), ("subject" if name == "subject" else "")
-            concept = self.concepts.get(name)
-            if concept is None or part not in ("", "subject"):
-                known = ", ".join("{" + n + "}" for n in self.concepts) or "none loaded"
-                raise UserError(f"prompt placeholder {{{key}}} names no loaded concept (known: {known})")
-            if part == "subject":
-                if not concept.subject_token:
-                    raise UserError(f"concept {name!r} has no subject token (method {concept.meta.get('method')})")
-                return concept.subject_token
-            return " ".join(concept.tokens)
-
-        return _PLACEHOLDER.sub(replace, prompt)
+    def _unknown(self, key: str, where: str) -> UserError:
+        """The error for a placeholder the loaded concepts do not provide, saying which ones they do."""
+        names = list(self.concepts) + list(self.aliases)
+        name, _, part = key.partition(".")
+        name = self.aliases.get(name, name)
+        if key in ("concept", "subject") and len(self.concepts) != 1:
+            return UserError(f"{where} uses {{{key}}} but {len(self.concepts)} concepts are loaded; name one: "
+                             f"{', '.join('{' + n + '}' for n in names) or '(none)'}")
+        if key == "subject" or (part == "subject" and name in self.concepts):
+            concept = self.concepts[name] if part else next(iter(self.concepts.values()))
+            if concept.name in self._subject_owner:
+                return UserError(f"{where} uses {{{key}}} but concept {concept.name!r} shares its subject token with "
+                                 f"{self._subject_owner[concept.name]!r}; write "
+                                 f"{{{self._subject_owner[concept.name]}.subject}}")
+            return UserError(f"{where} uses {{{key}}} but concept {concept.name!r} has no subject token "
+                             f"(method {concept.meta.get('method')})")
+        known = ", ".join("{" + n + "}" for n in names) or "none loaded"
+        return UserError(f"{where} placeholder {{{key}}} names no loaded concept (known: {known})")
 
     def initial_latents(self, seeds: Sequence[int], resolution: int | None = None) -> torch.Tensor:
         """One noise tensor per seed, each from its own generator (batch-independent)."""
@@ -99,6 +148,8 @@ class ConceptGenerator:
         if len(prompts) != len(seeds):
             raise UserError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         expanded = [self.expand_prompt(p) for p in prompts]
+        if not progress:  # the pipeline's own per-step bar too
+            self.backbone.pipe.set_progress_bar_config(disable=True)
         images = []
         starts = range(0, len(expanded), batch_size)
         for start in tqdm(starts, disable=not progress or len(starts) < 2, desc="lego generate"):
@@ -109,14 +160,66 @@ class ConceptGenerator:
         return images
 
 
+def default_model(concepts: Sequence[LearnedConcept]) -> str | None:
+    """The base model the concepts were learned on, through `resolve_model` (None = the embedded toy model).
+
+    Concepts learned on different base models need `--model`; a recorded local folder that no longer exists
+    (a run copied from another machine) falls back to the toy model with a warning."""
+    bases = {c.meta.get("base_model") for c in concepts} - {None, ""}
+    if len(bases) > 1:
+        raise UserError(f"the concepts were learned on different base models ({', '.join(sorted(map(str, bases)))}); "
+                        "pass --model")
+    if not bases:
+        return None
+    base = resolve_model(bases.pop())
+    if Path(base).is_absolute() and not Path(base).is_dir():
+        logger.warning("base model folder %s of the concepts is gone; using the embedded toy model (pass --model "
+                       "to choose)", base)
+        return None
+    return base
+
+
 def load_generator(model: str | None = None, concepts: Sequence[str | Path] = (), device: str | None = None,
                    dtype: str = "float32", allow_pickle: bool = False) -> ConceptGenerator:
-    """Load a backbone (None = the toy model) and the learned concept folders to apply to it."""
+    """Load a backbone (None = the concepts' base model, else the toy model) and the run folders to apply."""
     learned = [load_learned(c) for c in concepts]
-    if model is None and learned:  # default to the model the concepts were learned on, when it is local
-        bases = {c.meta.get("base_model") for c in learned}
-        base = bases.pop() if len(bases) == 1 else None
-        if base and Path(base).is_dir():
-            model = base
+    if model is None and learned:
+        model = default_model(learned)
     backbone = load_backbone(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
     return ConceptGenerator(backbone, learned)
+
+
+def check_output_folder(out: Path, overwrite: bool = False) -> None:
+    """UserError unless `out` is new or empty, or (with `overwrite`) holds only a previous image set.
+
+    Run before any work, so that a refused `lego generate` writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose a folder path")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"--out {out}: folder is not empty; pass --overwrite to replace its images, or choose a new "
+                        "folder")
+    ours = {MANIFEST, GRID}
+    if (out / MANIFEST).is_file():
+        ours |= {r.path.name for r in read_manifest(out / MANIFEST)}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours or not p.is_file())
+    if foreign:
+        raise UserError(f"--out {out}: holds {foreign[0]!r}, which is not part of a previous `lego generate` image "
+                        "set; --overwrite replaces the whole folder, so move it or choose another --out")
+
+
+def write_image_set(out: Path, images: list, records: list[ImageRecord], cols: int) -> Path:
+    """Write images (named after `records[i].path.name`), images.jsonl and grid.png into a temporary sibling,
+    then swap it onto `out`: the folder is always either the complete old set or the complete new one."""
+    from .atomic import atomic_dir, atomic_save_image
+    from .images import make_grid
+
+    with atomic_dir(out) as tmp:
+        placed = [dataclasses.replace(r, path=tmp / r.path.name) for r in records]
+        for image, record in zip(images, placed):
+            atomic_save_image(record.path, image)
+        write_manifest(tmp, placed)
+        atomic_save_image(tmp / GRID, make_grid(images, cols=cols))
+    return Path(out) / GRID

@@ -72,6 +72,8 @@ class InversionRun:
                  alias: str = ""):
         if config.learning_rate is None:  # the model's default; config.json records the value used
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
+        if config.use_context_loss:
+            spec = with_context_words(spec, backbone)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
@@ -212,6 +214,9 @@ class InversionRun:
                                                                   "count": spec.evaluation.get("count"),
                                                                   "targets": spec.evaluation.get("targets", [])},
                 "validation": spec.validation, "toyworld": spec.toyworld, "fingerprint": spec.fingerprint(),
+                "context_words": {c.token: {"positives": list(c.positives), "negatives": list(c.negatives),
+                                            "suggested": list(c.suggested)} for c in spec.concepts}
+                if self.config.use_context_loss else None,
                 "reference_images": spec.to_json()["reference_images"], "base_model": self.backbone.model_id,
                 "backbone": self.backbone.kind, "slots": [s.name for s in self.backbone.slots], "step": self.step}
 
@@ -266,6 +271,32 @@ class InversionRun:
         return self.out_dir
 
 
+def with_context_words(spec: ConceptSpec, backbone: Backbone) -> ConceptSpec:
+    """Fill `positives` / `negatives` that a [[concept]] table leaves out with WordNet's synonyms / antonyms of its
+    `init` word, filtered and ranked in the model's own embedding table (lexicon.py); concept.json records them."""
+    from .lexicon import suggest_for_backbone
+
+    concepts = []
+    for i, c in enumerate(spec.concepts):
+        missing = [key for key in ("positives", "negatives") if not getattr(c, key)]
+        if missing:
+            try:
+                found = suggest_for_backbone(c.init, backbone)
+            except UserError as exc:
+                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}] has no {' or '.join(missing)} and "
+                                f"none can be proposed ({exc}); write them by hand") from None
+            filled = {key: tuple(getattr(found, key)) for key in missing}
+            empty = [key for key in missing if not filled[key]]
+            if empty:
+                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}].{empty[0]}: WordNet proposes none for "
+                                f"{c.init!r} that {backbone.model_id} can embed; write them by hand")
+            log.warning("%s: concept[%d] (%s) uses suggested %s", spec.root / "concept.toml", i, c.token,
+                        "; ".join(f"{key} {list(words)}" for key, words in filled.items()))
+            c = dataclasses.replace(c, **filled, suggested=tuple(missing))
+        concepts.append(c)
+    return dataclasses.replace(spec, concepts=concepts)
+
+
 # -- preparing a run folder -------------------------------------------------------------------------------------
 def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
     """Check OUT_DIR before anything is written; returns the saved config of the run to resume, if any."""
@@ -300,9 +331,7 @@ def _check_resume(out_dir: Path, previous: InversionConfig, run: InversionRun) -
 
 def check_inputs(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, resume: bool) -> None:
     """What can be checked before the model loads: the concept folder, context words, OUT_DIR."""
-    spec = load_concept(concept_dir, require_without=config.subject_separation)
-    if config.use_context_loss:
-        spec.check_context_words()
+    load_concept(concept_dir, require_without=config.subject_separation)
     if not resume:
         _prepare_out_dir(Path(out_dir), resume=False)
 
@@ -313,8 +342,6 @@ def build_run(concept_dir: str | Path, out_dir: str | Path, config: InversionCon
     run and, when resuming, the saved config."""
     out_dir = Path(out_dir)
     spec = load_concept(concept_dir, require_without=config.subject_separation)
-    if config.use_context_loss:
-        spec.check_context_words()
     previous = _prepare_out_dir(out_dir, resume)
     run = InversionRun(spec, backbone, config, out_dir, alias=alias)
     if previous is not None:

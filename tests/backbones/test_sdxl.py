@@ -140,3 +140,31 @@ def test_clip_l_clip_g_export_loads_through_diffusers_into_both_encoders(tiny_sd
                                  token="<melted>", text_encoder=fresh.text_encoder_2, tokenizer=fresh.tokenizer_2)
     row = fresh.text_encoder_2.get_input_embeddings().weight[fresh.tokenizer_2.convert_tokens_to_ids("<melted>")]
     torch.testing.assert_close(row, concept.vectors["<melted>"][1])
+
+
+def test_micro_conditioning_uses_each_exemplars_size_and_crop(tiny_sdxl, tmp_path):
+    """time_ids = (original h, w, crop top, left, target h, w) per exemplar, as diffusers' SDXL training scripts
+    record them: a 96x64 portrait centre-cropped to 32 px has its crop 16 px down at full size = 8 px at 32."""
+    from PIL import Image
+
+    from lego_inversion.exemplars import ExemplarSet
+    from lego_inversion.images import crop_geometry
+
+    assert crop_geometry(64, 96, 32) == (96, 64, 8, 0)      # portrait: cropped top and bottom
+    assert crop_geometry(100, 50, 50) == (50, 100, 0, 25)   # landscape: (100-50)//2 = 25 px from the left
+    assert crop_geometry(101, 50, 50, flipped=True) == (50, 101, 0, 26)  # the mirror image's left offset
+    backbone = load_backbone(str(tiny_sdxl))
+    paths = []
+    for i, size in enumerate([(64, 96), (32, 32)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", size, (200, 10 * i, 0)).save(paths[-1])
+    exemplars = ExemplarSet.build(backbone, paths, ["a cube"] * 2, resolution=32)
+    assert exemplars.geometry[0, 0].tolist() == [96, 64, 8, 0] and exemplars.geometry[1, 1].tolist() == [32, 32, 0, 0]
+    seen = []
+    original = backbone.unet.forward
+    backbone.unet.forward = lambda *a, **kw: seen.append(kw["added_cond_kwargs"]["time_ids"]) or original(*a, **kw)
+    noisy = torch.zeros(2, *backbone.latent_shape(1, 32)[1:])
+    cond = backbone.encode_text(backbone.tokenize(["a cube", "a cube"]))
+    backbone.predict(noisy, torch.tensor([10, 10]), cond, exemplars.geometry[:, 0])
+    backbone.unet.forward = original
+    assert seen[0].float().tolist() == [[96, 64, 8, 0, 32, 32], [32, 32, 0, 0, 32, 32]]

@@ -37,9 +37,9 @@ def test_training_target_matches_hand_computation(tmp_path, monkeypatch, predict
         seen["target"] = original_target(scheduler, latents, noise, timesteps)
         return seen["target"]
 
-    def spy_predict(noisy, timesteps, cond):
+    def spy_predict(noisy, timesteps, cond, geometry=None):
         seen["noisy"] = noisy
-        seen["prediction"] = original_predict(noisy, timesteps, cond)
+        seen["prediction"] = original_predict(noisy, timesteps, cond, geometry)
         return seen["prediction"]
 
     monkeypatch.setattr(trainer_module, "diffusion_target", spy_target)
@@ -47,7 +47,7 @@ def test_training_target_matches_hand_computation(tmp_path, monkeypatch, predict
     terms = run.losses()
 
     x0, eps = seen["latents"].double(), seen["noise"].double()
-    abar = torch.from_numpy(hand_alphas_cumprod()[seen["timesteps"].numpy()])[:, None, None, None]
+    abar = torch.from_numpy(hand_alphas_cumprod()[seen["timesteps"].cpu().numpy()])[:, None, None, None]
     a, s = abar.sqrt(), (1 - abar).sqrt()
     torch.testing.assert_close(seen["noisy"].double(), a * x0 + s * eps, rtol=1e-5, atol=1e-5)
     expected = {"v_prediction": a * eps - s * x0, "epsilon": eps, "sample": x0}[prediction_type]

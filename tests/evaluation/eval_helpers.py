@@ -44,8 +44,9 @@ def fake_generation_module():
 
 
 def make_concept_folder(path: Path, name: str, method: str, exemplars: list[Path], questions=(), count=None,
-                        description=None) -> Path:
-    """A learned concept folder as `lego invert` writes it (the embeddings are never read by the evaluator)."""
+                        description=None, toyworld=None, base_model="toy") -> Path:
+    """A learned concept folder as `lego invert` writes it (the embeddings are never read by the evaluator);
+    `toyworld`: the concept TOML's [toyworld] ground truth."""
     from safetensors.torch import save_file
     import torch
 
@@ -54,7 +55,8 @@ def make_concept_folder(path: Path, name: str, method: str, exemplars: list[Path
     meta = {"name": name, "method": method, "tokens": [f"<{name}>"], "subject_token": "<subj>",
             "description": description or name, "prompts": {"with": "", "without": ""},
             "evaluation": {"questions": list(questions), "count": count},
-            "reference_images": {"with": [], "without": [str(p) for p in exemplars]}, "base_model": "toy"}
+            "reference_images": {"with": [], "without": [str(p) for p in exemplars]}, "base_model": base_model,
+            "toyworld": toyworld or {}}
     (path / "concept.json").write_text(json.dumps(meta))
     return path
 

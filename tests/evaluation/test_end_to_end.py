@@ -7,6 +7,7 @@ import json
 import pytest
 from eval_helpers import run_cli, write_config
 
+from lego_inversion.backbones import resolve_model
 from lego_inversion.evaluation import scoring
 
 
@@ -22,7 +23,7 @@ def test_generate_score_report(tmp_path, tiny, fake_generation):
     assert {tuple(c["concepts"]) for c in loads} == {(str(tmp_path / "runs/frozen_lego"),),
                                                       (str(tmp_path / "runs/frozen_ti"),),
                                                       (str(tmp_path / "runs/three"),), ()}
-    assert all(c["model"] is None for c in loads)  # base_model "toy" -> the embedded toy model
+    assert all(c["model"] == resolve_model(None) for c in loads)  # base_model "toy" -> the embedded toy model
     prompts = {p for c in gens for p in c["prompts"]}
     assert "a photo of a toy bear {frozen}" in prompts and "a photo of a toy bear frozen in ice" in prompts
     assert "a photo of three cats" in prompts and "a photo of {three} cats" in prompts

@@ -66,7 +66,7 @@ def test_score_existing_folders(tmp_path, tiny):
     cfg = folder_config(tmp_path, tiny, lego, text)
     concepts = resolve_concepts(load_eval_config(cfg))
     recs = folder_records(load_eval_config(cfg), concepts)
-    assert sorted((r.method, r.seed, r.target) for r in recs) == sorted(
+    assert sorted((r.method, r.seed, r.subject) for r in recs) == sorted(
         [(m, s, "toy bear") for m in ("lego", "text") for s in range(4)])
     out = tmp_path / "out"
     assert run_cli(["evaluate", str(cfg), "--out", str(out), "--no-progress"]) == 0

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lego_inversion.evaluation.report import cell
+from lego_inversion.evaluation.tables import cell
 from lego_inversion.evaluation.stats import (count_histogram, mean_interval, rate_summary, wilson_interval)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from lego_inversion.manifest import ImageRecord, write_manifest
 from lego_inversion.study.create import CreateConfig, create_study
 from lego_inversion.study.model import load_study
 
@@ -18,25 +19,21 @@ def _png(path: Path, colour: tuple[int, int, int]) -> None:
 
 
 def make_image_set(folder: Path, method: str | None, concepts: list[str], subjects: list[str], seeds: list[int],
-                   salt: int, omit_subject: bool = False) -> Path:
-    """One PNG per (concept, subject, seed) with a distinct colour, plus images.jsonl."""
-    lines = []
-    n = 0
+                   salt: int, omit_subject: bool = False, about: tuple[str, ...] | None = None) -> Path:
+    """One PNG per (concept, subject, seed) with a distinct colour, plus images.jsonl written the way
+    `lego generate` writes it (manifest.write_manifest). `about` overrides the recorded concepts (() = none,
+    as for a plain-prompt set made without --about)."""
+    records = []
     for ci, concept in enumerate(concepts):
         for si, subject in enumerate(subjects):
             for seed in seeds:
-                n += 1
-                name = f"{n:04d}.png"
-                _png(folder / name, (salt, 10 * ci + si, seed % 256))
-                row = {"file": name, "prompt": f"a photo of a {subject} that is {{{concept}}}",
-                       "expanded_prompt": f"a photo of a {subject} that is <{concept}>", "seed": seed,
-                       "concepts": [concept], "subject": subject}
-                if method:
-                    row["method"] = method
-                if omit_subject:
-                    del row["subject"]
-                lines.append(json.dumps(row))
-    (folder / "images.jsonl").write_text("\n".join(lines) + "\n")
+                path = folder / f"{len(records) + 1:04d}.png"
+                _png(path, (salt, 10 * ci + si, seed % 256))
+                records.append(ImageRecord(
+                    path=path, prompt=f"a photo of a {subject} that is {{{concept}}}", seed=seed,
+                    expanded_prompt=f"a photo of a {subject} that is <{concept}>", method=method,
+                    concepts=(concept,) if about is None else about, subject=None if omit_subject else subject))
+    write_manifest(folder, records)
     return folder
 
 

@@ -1,4 +1,5 @@
-"""Run `lego study serve` as a real server process on loopback for the load and browser tests."""
+"""Run `lego study serve` as a real server process on loopback for the load and browser tests; `TcpProxy` puts
+a switchable TCP forwarder in front of a database server to simulate an outage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,3 +66,69 @@ class Server:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:PORT to a database server. `down()` cuts every open connection and refuses new ones
+    (as when the database host goes away); `up()` lets connections through again."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.closed = False
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                if not self.open:
+                    raise OSError("down")
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._cut(src, dst)
+
+    def _cut(self, *socks: socket.socket) -> None:
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+            with self.lock:
+                self.sockets.discard(s)
+
+    def down(self) -> None:
+        self.open = False
+        with self.lock:
+            victims = list(self.sockets)
+        self._cut(*victims)
+
+    def up(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.down()
+        self.listener.close()

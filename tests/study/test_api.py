@@ -61,7 +61,8 @@ def test_answer_flow_is_idempotent_and_resumable(client):
     for item, _ in entries[1:]:
         assert client.post(f"/api/r/{token}/answer", json={"item": item, "side": "right"}).json()["stored"] is True
     again = client.post(f"/api/r/{token}/answer", json={"item": entries[-1][0], "side": "right"}).json()
-    assert again == {"stored": False, "answered": len(entries), "total": len(entries)}
+    assert again == {"stored": False, "choice": "right", "same": True, "answered": len(entries),
+                     "total": len(entries)}
     done = client.get(f"/r/{token}")  # coming back later shows the thank-you page, not a question
     assert done.status_code == 200 and 'id="done"' in done.text and "choose-left" not in done.text
     assert client.get(f"/api/r/{token}").json()["next"] is None
@@ -160,7 +161,16 @@ def test_admin_needs_the_admin_token(client):
 def test_index_and_no_docs(client):
     assert "personal link" in client.get("/").text
     assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
-    assert re.search(r"\d+", client.get("/healthz").text)
+
+
+def test_healthz_shows_liveness_only(client):
+    """Without a token nothing about the study's progress is visible: not the number of answers."""
+    study = client.study
+    for item, _ in study.order["r001"][:3]:
+        client.post(f"/api/r/{_token(study)}/answer", json={"item": item, "side": "left"})
+    assert client.store.count() == 3
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"ok": True} and not re.search(r"\d", r.text)
 
 
 def test_serve_binds_loopback_by_default_and_rejects_bad_input(tmp_path, capsys):

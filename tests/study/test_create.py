@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,71 @@ def test_refuses_non_empty_out_and_cli_create(study_inputs, tmp_path, capsys):
                       *_flags("--concept", study_inputs["concepts"]), "--raters-per-pair", "2"])
     assert code == 0 and "8 pairs (lego vs ldm)" in capsys.readouterr().out
     assert len(load_study(out2).order) == 2
+
+
+def test_image_sets_are_read_as_image_records(study_inputs, tmp_path):
+    """The image facts come from manifest.ImageRecord; what a record lacks is filled from the flags."""
+    from lego_inversion.manifest import ImageRecord
+    from lego_inversion.study.create import read_image_sets
+
+    bare = make_image_set(tmp_path / "bare", None, ["melted"], ["cube"], [4, 5], salt=3, omit_subject=True)
+    problems: list[str] = []
+    cfg = CreateConfig(out=str(tmp_path / "unused"), sets=[f"ldm={bare}", study_inputs["sets"][0]], subject="cube")
+    images = read_image_sets(cfg, problems)
+    assert problems == [] and all(isinstance(im.record, ImageRecord) for im in images)
+    first = images[0]
+    assert (first.record.method, first.record.subject, first.record.concepts, first.record.seed) == (
+        "ldm", "cube", ("melted",), 4)  # method from --set, subject from --subject, the rest from the record
+    assert first.image_set == bare and first.record.path == bare / "0001.png"
+    assert first.record.prompt == "a photo of a cube that is {melted}" and first.key == ("ldm", "melted", "cube", 4)
+    lego = [im for im in images if im.record.method == "lego"]
+    assert len(lego) == 8 and {im.record.subject for im in lego} == {"teddy bear", "cube"}  # the record's own
+
+
+def test_records_without_concepts_take_the_single_concept(study_inputs, tmp_path):
+    """A plain-prompt set made without `lego generate --about` records no concepts: with exactly one concept
+    given it is about that one; with several it cannot be placed and is reported."""
+    plain = make_image_set(tmp_path / "plain", "ldm", ["melted"], ["cube"], [1, 2], salt=8, about=())
+    lego = make_image_set(tmp_path / "lego1", "lego", ["melted"], ["cube"], [1, 2], salt=9)
+    sets = [str(lego), str(plain)]
+    summary = create_study(CreateConfig(out=str(tmp_path / "one"), sets=sets, concepts=study_inputs["concepts"][:1],
+                                        raters_per_pair=1))
+    assert summary["pairs"] == 2 and summary["problems"] == []
+    assert {p.concept for p in load_study(tmp_path / "one").pairs} == {"melted"}
+    with pytest.raises(UserError, match="at least two methods") as info:
+        create_study(CreateConfig(out=str(tmp_path / "two"), sets=sets, concepts=study_inputs["concepts"],
+                                  raters_per_pair=1))
+    assert "no concepts" in str(info.value) and "--about" in str(info.value)
+    assert not (tmp_path / "two").exists()
+
+
+def test_study_folder_is_built_aside_and_swapped_in_whole(study_inputs, tmp_path, monkeypatch):
+    """create uses atomic.atomic_dir: a failure at the last step leaves neither the folder nor a temporary one;
+    an existing empty --out folder is replaced by the complete study."""
+    from lego_inversion.study import create as create_mod
+
+    used = []
+    real_atomic_dir = create_mod.atomic_dir
+
+    def spy(path, *a, **kw):
+        used.append(Path(path))
+        return real_atomic_dir(path, *a, **kw)
+
+    monkeypatch.setattr(create_mod, "atomic_dir", spy)
+    parent = tmp_path / "studies"
+    parent.mkdir()
+
+    def crash(root):
+        assert (Path(root) / "study.json").is_file() and Path(root) != parent / "s"  # written, not yet in place
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(create_mod, "load_study", crash)
+        with pytest.raises(OSError, match="disk full"):
+            create_study(CreateConfig(out=str(parent / "s"), sets=study_inputs["sets"],
+                                      concepts=study_inputs["concepts"], raters_per_pair=1))
+    assert list(parent.iterdir()) == [] and used == [parent / "s"]
+    (parent / "s").mkdir()
+    create_study(CreateConfig(out=str(parent / "s"), sets=study_inputs["sets"], concepts=study_inputs["concepts"],
+                              raters_per_pair=1))
+    assert len(load_study(parent / "s").pairs) == 8 and [p.name for p in parent.iterdir()] == ["s"]

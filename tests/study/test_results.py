@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from collections import Counter
 
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from lego_inversion.errors import UserError
 from lego_inversion.study.cli import main as lego_main
 from lego_inversion.study.mturk import export_batch, import_batch
-from lego_inversion.study.results import AnalysisConfig, analyze, to_markdown, write_outputs
+from lego_inversion.study.results import AnalysisConfig, analyze, md_escape, to_markdown, write_outputs
 from lego_inversion.study.stats import wilson_interval
 from lego_inversion.study.storage import Answer, open_storage
 
@@ -169,3 +171,61 @@ def test_three_methods_give_one_comparison_per_baseline(study_inputs, tmp_path):
     overall = {c["comparison"]: c["overall"] for c in report["comparisons"]}
     assert (overall["lego vs ti"]["wins_a"], overall["lego vs ti"]["wins_b"]) == (2, 0)
     assert (overall["lego vs ldm"]["wins_a"], overall["lego vs ldm"]["wins_b"]) == (0, 8)
+
+
+def test_concept_without_decided_pairs_reports_na_not_p_1(small_study):
+    """Only melted pairs answered: frozen has no decided pair, so its win rate and its p-value are both n/a."""
+    answers = [a for a in hand_answers(small_study) if small_study.items[a.item].concept != "frozen"]
+    report = analyze(small_study, answers)
+    frozen = _rows(report)["frozen"]
+    assert frozen["wins_a"] + frozen["wins_b"] == 0 and frozen["unanswered"] == 4
+    assert math.isnan(frozen["win_rate_a"]) and math.isnan(frozen["sign_test_p"])
+    assert "| frozen | 4 | 0 | 0 | 0 | 4 | n/a | [n/a, n/a] | n/a | n/a | n/a |" in to_markdown(report)
+    assert _rows(report)["melted"]["sign_test_p"] == pytest.approx(1.0)  # n = 3, k = 2 still has a p-value
+
+
+def test_report_says_kappa_is_the_generalised_fleiss_form(small_study):
+    md = to_markdown(analyze(small_study, hand_answers(small_study)))
+    assert "generalised to pairs answered by unequal numbers of raters" in md
+    from lego_inversion.study import stats
+
+    assert "unequal numbers of raters" in stats.fleiss_kappa.__doc__.replace("\n    ", " ")
+
+
+HOSTILE = {"concept": "<script>alert(1)</script>|x$y^$", "subject": "@SUM(1+1)*cmd|' /C calc'!A0",
+           "a": "=HYPERLINK(\"http://evil\")", "b": "-2+3", "name": "+study [x](javascript:y) *b*"}
+
+
+def test_names_are_escaped_in_markdown_and_neutralised_in_csv(tmp_path):
+    from lego_inversion.study.create import CreateConfig, create_study
+    from lego_inversion.study.model import load_study
+
+    from .conftest import make_concept, make_image_set
+
+    h = HOSTILE
+    sets = [make_image_set(tmp_path / f"set_{m}", h[m], [h["concept"]], [h["subject"]], [1, 2], salt=i)
+            for i, m in enumerate("ab")]
+    concept = make_concept(tmp_path / "run", "anything", 10)
+    out = tmp_path / "study"
+    create_study(CreateConfig(out=str(out), sets=[str(s) for s in sets], concepts=[f"{h['concept']}={concept}"],
+                              raters_per_pair=1, name=h["name"]))
+    study = load_study(out)
+    answers = [Answer("r001", p.id, "a", "left") for p in study.pairs]
+    written = write_outputs(analyze(study, answers), tmp_path / "res")  # the plot draws "$...$" names literally
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;\\|x\\$y^\\$" in md
+    assert "\\[x\\](javascript:y) \\*b\\*" in md  # no link, no emphasis
+    assert md_escape("melted_cube") == "melted_cube" and md_escape("_x_") == "\\_x\\_"  # emphasis only escaped
+    rows = [line for line in md.splitlines() if line.startswith("| &lt;script")]
+    assert len(rows) == 1 and len(re.split(r"(?<!\\)\|", rows[0])) == 13  # 11 cells: the name's "|" is no column
+    for name in ("summary.csv", "pairs.csv"):
+        for row in csv.DictReader((tmp_path / "res" / name).open()):
+            for cell in row.values():
+                if cell.startswith(("=", "+", "-", "@")):
+                    float(cell)  # only numbers may look like a formula (e.g. a negative kappa)
+    pairs = list(csv.DictReader((tmp_path / "res" / "pairs.csv").open()))
+    assert {(p["method_a"], p["method_b"], p["subject"], p["concept"]) for p in pairs} == {
+        ("'" + h["a"], "'" + h["b"], "'" + h["subject"], h["concept"])}
+    summary = list(csv.DictReader((tmp_path / "res" / "summary.csv").open()))
+    assert summary[0]["comparison"] == "'" + h["a"] + " vs " + h["b"]
+    assert (tmp_path / "res" / "win_rates.png") in written

@@ -86,3 +86,50 @@ def test_bad_urls_are_user_errors(tmp_path):
         open_storage("postgresql://nobody:secret@127.0.0.1:1/none", "s")
     assert "secret" not in str(info.value)  # the password never reaches the terminal
     assert open_storage(f"sqlite:///{tmp_path / 'b.sqlite'}", "s").count() == 0
+
+
+def test_outage_is_storage_unavailable_and_a_short_blip_is_retried(db_url, study_name, tmp_path, monkeypatch):
+    """Database gone: each call retries with fresh connections, then raises StorageUnavailable (one line). A
+    database that is back before the last retry is not noticed at all; nothing stored is lost."""
+    import types
+    from urllib.parse import urlparse
+
+    from lego_inversion.study import storage as storage_mod
+
+    from .server import TcpProxy
+
+    if db_url.startswith("postgres"):
+        pg = urlparse(db_url)
+        proxy = TcpProxy(pg.hostname, pg.port)
+        store = open_storage(db_url.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{proxy.port}"), study_name)
+        down, up = proxy.down, proxy.up
+    else:
+        (tmp_path / "vol").mkdir()
+        store = open_storage(str(tmp_path / "vol" / "a.sqlite"), study_name)
+
+        def down():
+            (tmp_path / "vol").rename(tmp_path / "vol_away")
+            store.close()  # the open connections go with the volume
+
+        def up():
+            (tmp_path / "vol_away").rename(tmp_path / "vol")
+
+    sleeps = []
+    fake_time = types.SimpleNamespace(time=storage_mod.time.time, sleep=sleeps.append)
+    monkeypatch.setattr(storage_mod, "time", fake_time)
+    try:
+        assert store.submit("r001", "p00001", "a", "left") is True
+        down()
+        with pytest.raises(storage_mod.StorageUnavailable) as info:
+            store.count()
+        assert len(sleeps) == storage_mod.ATTEMPTS - 1 and "\n" not in str(info.value)
+        assert str(info.value).endswith("running?")  # says what to check
+        sleeps.clear()
+        fake_time.sleep = lambda s: (sleeps.append(s), up() if len(sleeps) == storage_mod.ATTEMPTS - 1 else None)
+        assert store.submit("r001", "p00002", "b", "right") is True  # the last retry reaches it
+        assert len(sleeps) == storage_mod.ATTEMPTS - 1
+        assert {(a.item, a.slot) for a in store.answers()} == {("p00001", "a"), ("p00002", "b")}
+    finally:
+        store.close()
+        if db_url.startswith("postgres"):
+            proxy.close()

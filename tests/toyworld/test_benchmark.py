@@ -108,3 +108,15 @@ def test_rescore_recomputes_metrics_from_saved_predictions():
     assert (cell["success"], cell["leakage"], cell["fidelity"], cell["clean"]) == (0.75, 0.25, 0.75, 0.5)
     with pytest.raises(ValueError):
         bench.rescore({"predictions": preds[:3]}, TRUTH, targets)
+
+
+def test_with_prompts_fill_subject_and_concept_through_the_template_module():
+    from lego_inversion.errors import UserError
+
+    got = bench.with_prompts("a photo of a {subject} that is {concept}", ["ball", "star"], "<frozen> <ice>", "t")
+    assert got == ["a photo of a ball that is <frozen> <ice>", "a photo of a star that is <frozen> <ice>"]
+    assert bench.with_prompts("{{literal}} {subject}", ["cube"], "<c>", "t") == ["{literal} cube"]
+    with pytest.raises(UserError, match=r"ex/concept.toml: prompts.with: unknown placeholder \{colour\}"):
+        bench.with_prompts("a {colour} {subject}", ["ball"], "<c>", "ex/concept.toml: prompts.with")
+    with pytest.raises(UserError, match=r"must contain \{subject\}"):
+        bench.with_prompts("a photo of {concept}", ["ball"], "<c>", "t")

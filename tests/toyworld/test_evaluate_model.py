@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
-from lego_inversion.toyworld.data import VARIANT_CAPTIONS
-from lego_inversion.toyworld.evaluate import _variant_rate, evaluate_model
+import pytest
+
+from lego_inversion.errors import UserError
+from lego_inversion.toyworld import BUNDLED_MODEL, MODEL_PARTS
+from lego_inversion.toyworld.evaluate import EvaluateConfig, _model_folder, _variant_rate, evaluate_model, prompt_jobs
 from lego_inversion.toyworld.render import CONCEPTS
+from lego_inversion.toyworld.training_data import VARIANT_CAPTIONS
 
 
 def _row(concept: str, seen_concept: str, seen_variant: int) -> dict:
@@ -24,7 +29,7 @@ def test_variant_rate_needs_concept_and_variant():
 
 def test_report_matches_its_rows(tmp_path):
     out = tmp_path / "eval"
-    res = evaluate_model(n=1, steps=2, out=out)
+    res = evaluate_model(EvaluateConfig(n=1, steps=2, out=str(out)))
     rows, summary = res["rows"], res["summary"]
     assert json.loads((out / "report.json").read_text())["summary"] == summary
     assert (out / "grid.png").is_file()
@@ -40,3 +45,29 @@ def test_report_matches_its_rows(tmp_path):
     assert summary["generic_concept_present"] == np.mean([r["oracle"]["concept"] == r["concept"] for r in generic])
     assert summary["described_variant_present"] == _variant_rate(described)
     assert summary["n_samples"] == len(rows) == 18
+
+
+def test_prompt_sets_are_seeded():
+    jobs = prompt_jobs(2, seed=5)
+    assert jobs == prompt_jobs(2, seed=5) and jobs != prompt_jobs(2, seed=6)
+    assert len(jobs) == 2 * (6 + len(CONCEPTS) + len(VARIANT_CAPTIONS))
+
+
+def test_bad_settings_are_user_errors():
+    with pytest.raises(UserError, match="n must be >= 1"):
+        EvaluateConfig(n=0)
+    with pytest.raises(UserError, match="steps must be >= 1"):
+        EvaluateConfig(steps=0)
+
+
+def test_an_export_without_text_encoder_is_completed(tmp_path, monkeypatch):
+    """A `model` folder of `lego toyworld train` has no bert/: evaluation adds it, other models pass as given."""
+    monkeypatch.setenv("LEGO_CACHE", str(tmp_path / "cache"))
+    export = tmp_path / "export"
+    export.mkdir()
+    for part in MODEL_PARTS:
+        (export / part).symlink_to(BUNDLED_MODEL / part)
+    folder = Path(_model_folder(str(export)))
+    assert folder.parent == tmp_path / "cache" and (folder / "bert" / "config.json").is_file()
+    assert not (export / "bert").exists()
+    assert _model_folder(None) is None and _model_folder("some/hub-id") == "some/hub-id"

@@ -1,4 +1,5 @@
-"""`lego toyworld make-examples`: deterministic, in the lead's concept-folder format, paper setting (2 + 2)."""
+"""`lego toyworld make-examples` (deterministic, the package's concept-folder format, the paper's 2 + 2 setting),
+and the toy-world commands' flags, generated from their config dataclasses."""
 
 from __future__ import annotations
 
@@ -56,6 +57,16 @@ def test_examples_load_as_concept_folders_with_ground_truth(tmp_path):
     assert kinds == {"multi", "single", "count"}
 
 
+def test_make_examples_replaces_an_old_folder_whole(tmp_path):
+    old = tmp_path / "melted_cube"
+    (old / "with").mkdir(parents=True)
+    (old / "with" / "9.png").write_bytes(b"stale")
+    (made,) = make_examples(tmp_path, ["melted_cube"])
+    assert made == old and not (old / "with" / "9.png").exists()
+    assert sorted(p.name for p in (old / "with").iterdir()) == ["0.png", "1.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["melted_cube"]  # no temporary or old folder beside it
+
+
 def test_unknown_example_name_is_a_one_line_error(tmp_path, capsys):
     assert main(["toyworld", "make-examples", "--out", str(tmp_path), "--only", "nope"]) == 2
     err = capsys.readouterr().err.strip()
@@ -71,34 +82,84 @@ def test_render_command_rejects_bad_subject(tmp_path, capsys):
     assert Image.open(out).size == (64, 64)
 
 
-def test_train_command_defaults_match_the_config():
+def _parse(*argv):
     import argparse
 
     from lego_inversion.toyworld import cli
-    from lego_inversion.toyworld.model import TrainConfig
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["toyworld", "train"])
-    cfg = TrainConfig()
-    keys = ("unet_steps", "vae_steps", "n_images", "time_budget_min", "seed", "p_none", "p_generic", "p_describe",
-            "init_from")
-    assert {k: getattr(args, k) for k in keys} == {k: getattr(cfg, k) for k in keys}
+    return parser.parse_args(["toyworld", *argv])
+
+
+@pytest.mark.parametrize(("command", "config"), [("train", "TrainConfig"), ("train-oracle", "OracleTrainConfig")])
+def test_training_flags_come_from_the_config_fields(command, config):
+    """Every field is a flag with the field's default; the parsed flags rebuild the default config."""
+    import dataclasses
+
+    from lego_inversion.toyworld import cli, train_configs
+
+    cls = getattr(train_configs, config)
+    args = _parse(command)
+    fields = dataclasses.fields(cls)
+    assert {f.name: getattr(args, f.name) for f in fields} == dataclasses.asdict(cls())
+    assert cli.config_from_args(cls, args) == cls()
+    assert all(f.metadata.get("help") for f in fields)  # every option documents itself
+
+
+def test_train_flags_are_typed_and_reach_the_config(capsys):
+    from lego_inversion.toyworld.cli import config_from_args
+    from lego_inversion.toyworld.train_configs import TrainConfig
+
+    args = _parse("train", "--unet-steps", "3000", "--p-describe", "0", "--init-from", "", "--vae-lr", "1e-3")
+    cfg = config_from_args(TrainConfig, args)
+    assert (cfg.unet_steps, cfg.p_describe, cfg.vae_lr) == (3000, 0.0, 1e-3)
+    assert isinstance(cfg.unet_steps, int) and isinstance(cfg.p_describe, float)
+    with pytest.raises(SystemExit):
+        _parse("train", "--unet-steps", "many")
+    assert "--unet-steps: invalid int value" in capsys.readouterr().err
+
+
+def test_train_help_shows_each_fields_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        _parse("train", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--cfg-dropout CFG_DROPOUT probability that a caption is replaced" in text
+    assert "(default: 0.1)" in text and "--init-from RUN_DIR" in text
+
+
+def test_bad_train_flag_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["toyworld", "train", "--out", str(out), "--warmup", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lego: error: train config: warmup") and "\n" not in err
+    assert not out.exists()
+
+
+def test_render_flags_come_from_the_scene_fields(tmp_path):
+    from lego_inversion.toyworld.cli import config_from_args
+
+    args = _parse("render", "--subject", "star", "--concept", "count", "--count", "3", "--out", "x.png")
+    assert config_from_args(Scene, args) == Scene("star", "red", "count", 0, 3, 0)
+    with pytest.raises(SystemExit):
+        _parse("render", "--out", "x.png")  # --subject has no default: required
 
 
 def test_train_config_rejects_bad_mixture_and_missing_init(tmp_path):
     from lego_inversion.errors import UserError
-    from lego_inversion.toyworld.model import TrainConfig
+    from lego_inversion.toyworld.train_configs import TrainConfig
 
     with pytest.raises(UserError, match="p_none"):
         TrainConfig(p_none=0.7, p_generic=0.5)
     with pytest.raises(UserError, match="init_from"):
         TrainConfig(init_from=str(tmp_path))
+    with pytest.raises(UserError, match="vae_crop"):
+        TrainConfig(vae_crop=60)
 
 
 def test_describe_zero_reproduces_the_first_models_captions():
     """p_describe=0 draws no extra random numbers: captions equal the original (plain-only) rule's."""
-    from lego_inversion.toyworld.data import BASE_TEMPLATE, caption, sample_scenes
+    from lego_inversion.toyworld.training_data import BASE_TEMPLATE, caption, sample_scenes
 
     scenes = sample_scenes(500, seed=3, p_none=0.40, p_generic=0.45)
     r1, r2 = np.random.default_rng(0), np.random.default_rng(0)
@@ -111,17 +172,3 @@ def test_describe_zero_reproduces_the_first_models_captions():
             assert got != BASE_TEMPLATE.format(s=adj + s.subject)
             r2.integers(3 if s.concept == "sleeping" else 2)  # the template draw
     assert r1.random() == r2.random()  # both generators consumed exactly the same draws
-
-
-def test_train_entry_point_overrides_are_typed():
-    """`python -m lego_inversion.toyworld.model OUT key=value ...` parses through config.parse_overrides."""
-    from lego_inversion.config import parse_overrides
-    from lego_inversion.toyworld.model import TrainConfig
-
-    got = parse_overrides(TrainConfig, ["init_from=runs/a", "unet_steps=3000", "p_describe=0"], exclude=("out",))
-    assert got == {"init_from": "runs/a", "unet_steps": 3000, "p_describe": 0.0}
-    assert isinstance(got["unet_steps"], int) and isinstance(got["p_describe"], float)
-    with pytest.raises(ValueError, match="unet_steps takes a int"):
-        parse_overrides(TrainConfig, ["unet_steps=many"])
-    with pytest.raises(ValueError, match="other than out"):
-        parse_overrides(TrainConfig, ["out=x"], exclude=("out",))

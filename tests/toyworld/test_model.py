@@ -1,4 +1,5 @@
-"""The bundled toy model: offline loading through the standard diffusers pipeline, the contract, sizes."""
+"""The bundled toy model: shipped with the package, offline loading through the standard diffusers pipeline,
+the contract, sizes, and the atomic export."""
 
 from __future__ import annotations
 
@@ -10,11 +11,26 @@ import pytest
 import torch
 
 from lego_inversion.errors import UserError
-from lego_inversion.toyworld import BUNDLED_MODEL, model_path
-from lego_inversion.toyworld.oracle import BUNDLED as BUNDLED_ORACLE
+from lego_inversion.toyworld import BUNDLED_MODEL, BUNDLED_ORACLE, MODEL_PARTS, model_path
 
-pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL / "model_index.json").is_file(),
-                                reason="toy model not trained/installed yet")
+
+def test_bundled_weights_ship_as_package_data():
+    """Both weight folders are in the installed package (a packaging mistake fails here, never skips)."""
+    from importlib.resources import files
+
+    weights = files("lego_inversion.toyworld") / "weights"
+    for part in MODEL_PARTS:
+        assert (weights / "model" / part).is_dir() or (weights / "model" / part).is_file(), part
+    assert (weights / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (weights / "oracle" / "oracle.safetensors").is_file() and (weights / "oracle" / "oracle.json").is_file()
+    assert Path(str(weights / "model")) == BUNDLED_MODEL and Path(str(weights / "oracle")) == BUNDLED_ORACLE
+    import tomllib
+
+    globs = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    patterns = globs["tool"]["setuptools"]["package-data"]["lego_inversion"]
+    shipped = [p for folder in (BUNDLED_MODEL, BUNDLED_ORACLE) for p in folder.rglob("*") if p.is_file()]
+    for path in shipped:  # every committed weight file matches a package-data pattern
+        assert any(path.match(pattern) for pattern in patterns), path
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +104,44 @@ def test_incomplete_model_folder_is_a_user_error(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(UserError, match="incomplete"):
         model_path(tmp_path)
+
+
+def test_export_round_trips_and_replaces_atomically(pipe, tmp_path):
+    """An export of the loaded (fp16-born) weights is bit-identical to them, replaces an older export whole,
+    leaves no temporary folder, and does not touch the caller's fp32 modules."""
+    from lego_inversion.toyworld.model import export_model
+
+    folder = tmp_path / "run" / "model"
+    folder.mkdir(parents=True)
+    (folder / "stale.txt").write_text("from an older export")
+    export_model(pipe.vqvae, pipe.unet, folder, {"note": "test"})
+    assert not (folder / "stale.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model"]
+    assert pipe.unet.dtype == torch.float32 and pipe.vqvae.dtype == torch.float32
+    assert json.loads((folder / "training.json").read_text()) == {"note": "test"}
+    from safetensors.torch import load_file
+
+    stored = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    theirs = pipe.unet.state_dict()
+    assert stored.keys() == theirs.keys() and all(v.dtype == torch.float16 for v in stored.values())
+    assert all(torch.equal(v.float(), theirs[k]) for k, v in stored.items())
+
+
+def test_install_model_swaps_the_bundled_folder(pipe, tmp_path, monkeypatch, capsys):
+    import lego_inversion.toyworld as toyworld
+    from lego_inversion.cli import main
+    from lego_inversion.toyworld.model import export_model
+
+    bundled = tmp_path / "pkg" / "weights" / "model"
+    bundled.mkdir(parents=True)
+    (bundled / "old.txt").write_text("old model")
+    monkeypatch.setattr(toyworld, "BUNDLED_MODEL", bundled)
+    export = export_model(pipe.vqvae, pipe.unet, tmp_path / "run" / "model", {})
+    (export / "bert").mkdir()  # an export completed by model_path: the text encoder is never installed
+    bad = tmp_path / "bad"
+    (bad / "unet").mkdir(parents=True)
+    assert main(["toyworld", "install-model", str(bad)]) == 2
+    assert "missing vqvae" in capsys.readouterr().err and (bundled / "old.txt").is_file()
+    assert main(["toyworld", "install-model", str(export)]) == 0
+    assert sorted(p.name for p in bundled.iterdir()) == sorted(p.name for p in export.iterdir() if p.name != "bert")
+    assert sorted(p.name for p in bundled.parent.iterdir()) == ["model"]  # nothing left beside it

@@ -5,14 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
-from lego_inversion.toyworld import BUNDLED_MODEL
-
-pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL / "model_index.json").is_file(),
-                                reason="toy model not trained/installed yet")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lego_inversion.toyworld.data import BASE_TEMPLATE, caption, sample_scenes
+from lego_inversion.toyworld.training_data import BASE_TEMPLATE, caption, sample_scenes
 from lego_inversion.toyworld.render import APPEARANCES, CONCEPTS, SIZE, SUBJECTS, Scene, render
 
 

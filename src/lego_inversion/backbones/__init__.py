@@ -33,7 +33,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 SETTINGS_FILE = "lego_inversion.json"  # optional per-model defaults, e.g. {"guidance_scale": 3.0}
 
-__all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone", "resolve_model"]
+__all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone", "quiet_progress_bars", "resolve_model"]
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
@@ -92,3 +92,14 @@ def load_backbone(model: str | os.PathLike | None = None, device: str | None = N
     pipe.to(device)
     return from_pipeline(pipe, model_id=model_id)
 
+
+def quiet_progress_bars() -> None:
+    """Turn off diffusers', transformers' and huggingface_hub's own progress bars (model loading, downloads,
+    sampling) for the rest of the process: what `--no-progress` means beyond the project's own bars."""
+    import diffusers.utils.logging
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()

@@ -2,6 +2,7 @@
 
     lego evaluate eval.toml --out eval/                                  # config: docs/evaluation.md
     lego evaluate --concept runs/frozen --concept runs/frozen_ti --target "toy bear" --num-images 200 --out eval/
+    lego evaluate --concept runs/three_stars --target balls --out eval/   # toy world: oracle-judged, offline
     accelerate launch --num_processes 4 -m lego_inversion evaluate eval.toml --out eval/   # several GPUs
 
 Re-running the same command resumes: images and scores already on disk are skipped.
@@ -25,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-images", type=int, help="images per concept x target x method (paper: 200)")
     p.add_argument("--seed", type=int, help="first seed; image i uses seed + i for every method")
     p.add_argument("--methods", help="comma-separated methods in report order, e.g. lego,ti,text")
-    p.add_argument("--metrics", help="comma-separated subset of vqa,count,clip,dino")
+    p.add_argument("--metrics", help="comma-separated subset of vqa,count,clip,dino,oracle (default: oracle for "
+                   "toy-world models, which needs no download; vqa,count,clip,dino for others)")
     p.add_argument("--model", help="diffusion backbone (hub id or diffusers folder); default: each concept's")
     p.add_argument("--steps", type=int, help="denoising steps (default 50)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")

@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
 from ..documents import read_document
+from ..errors import UserError
+from ..prompts import check_template
 
-METRICS = ("vqa", "count", "clip", "dino")
+STANDARD_METRICS = ("vqa", "count", "clip", "dino")  # the paper's automatic measures and leakage (any model)
+METRICS = (*STANDARD_METRICS, "oracle")  # oracle: toy-world models only (evaluation.oracle)
 TEXT_METHOD = "text"
 DEFAULT_PROMPT = "a photo of a {target} {concept}"
 DEFAULT_COUNT_PROMPT = "a photo of {concept} {target}"
@@ -115,14 +117,10 @@ class ConceptEntry:
         for q in self.questions:
             if not isinstance(q, str) or not q.strip():
                 raise UserError(f"{where}: questions must be non-empty strings")
-        if self.prompt is not None and "{target}" not in self.prompt:
-            raise UserError(f"{where}: prompt {self.prompt!r} must contain {{target}}")
-
-    @property
-    def prompt_template(self) -> str:
-        if self.prompt:
-            return self.prompt
-        return DEFAULT_COUNT_PROMPT if self.count is not None else DEFAULT_PROMPT
+            check_template(q, {"target"}, where=f"{where}: questions")
+        if self.prompt is not None:
+            check_template(self.prompt, {"target", "concept"}, where=f"{where}: prompt",
+                           required=("target", "concept"))
 
 
 @dataclass
@@ -134,7 +132,7 @@ class EvalConfig:
     methods: list[str] | None = None  # which methods, in report order; None: all found
     num_images: int = 200  # per concept x target x method (Table 2 of Lego uses 200 per concept)
     seed: int = 0  # image i uses seed + i, the same for every method
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] | None = None  # None: chosen per run (plan.chosen_metrics): oracle for toy-world models
     grid_images: int = 4  # images per target per method in the HTML grids
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -148,7 +146,7 @@ class EvalConfig:
             raise UserError(f"concepts: name {sorted(dup)[0]!r} appears twice; give each concept a unique name")
         if int(self.num_images) < 1:
             raise UserError(f"num_images = {self.num_images}: use a positive integer")
-        bad = [m for m in self.metrics if m not in METRICS]
+        bad = [m for m in self.metrics or () if m not in METRICS]
         if bad:
             raise UserError(f"metrics: unknown metric {bad[0]!r}; choose from {', '.join(METRICS)}")
         for t in self.targets:
@@ -185,7 +183,7 @@ def load_eval_config(path: str | Path) -> EvalConfig:
     where = str(path)
     top = dict(targets=list(_get(data, "targets", list, where, [])), methods=_get(data, "methods", list, where),
                num_images=_get(data, "num_images", int, where, 200), seed=_get(data, "seed", int, where, 0),
-               metrics=list(_get(data, "metrics", list, where, METRICS)),
+               metrics=_get(data, "metrics", list, where),
                grid_images=_get(data, "grid_images", int, where, 4))
     try:
         gen = GenerationConfig(**_get(data, "generation", dict, where, {}))
@@ -206,12 +204,16 @@ def load_eval_config(path: str | Path) -> EvalConfig:
             else:
                 raise UserError(f"{where}: folders.{m} must be a path or {{path = ..., target = ...}}")
         methods = {m: _resolve(base, p) for m, p in _get(ct, "methods", dict, where, {}).items()}
-        concepts.append(ConceptEntry(
+        fields = dict(
             name=ct["name"], methods=methods, folders=folders,
             description=_get(ct, "description", str, where), questions=list(_get(ct, "questions", list, where, [])),
             count=_get(ct, "count", int, where), prompt=_get(ct, "prompt", str, where),
             exemplars=[_resolve(base, p) for p in _get(ct, "exemplars", list, where, [])],
-            targets=_get(ct, "targets", list, where)))
+            targets=_get(ct, "targets", list, where))
+        try:
+            concepts.append(ConceptEntry(**fields))
+        except UserError as exc:  # name the file and entry: the entry itself only knows the concept's name
+            raise UserError(f"{where}: {exc}") from None
     return EvalConfig(concepts=concepts, generation=gen, models=models, **top)
 
 

@@ -15,9 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..atomic import atomic_write, atomic_write_text
+from ..manifest import ImageRecord
 from .config import EvalConfig
-from .plan import ImageRecord
-from .report import LABELS, RATE_METRICS, metric_names, table_rows
+from .tables import LABELS, RATE_METRICS, metric_names, table_rows
 
 
 def write_plots(report: dict, plot_dir: Path) -> dict[str, Path]:
@@ -80,7 +80,7 @@ def _grid_html(concept: str, methods: list[str], records: list[ImageRecord], k: 
     by: dict[tuple[str, str], list[ImageRecord]] = defaultdict(list)
     for r in records:
         if r.concept == concept:
-            by[(r.target, r.method)].append(r)
+            by[(r.subject, r.method)].append(r)
     targets = sorted({t for t, _ in by})
     present = [m for m in methods if any((t, m) in by for t in targets)]
     head = "<tr><th>target</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in present) + "</tr>"
@@ -100,11 +100,13 @@ def write_html(report: dict, plots: dict[str, Path], cfg: EvalConfig, records: l
                out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     s = report["settings"]
+    judges = {"vqa": f"VQA: {s['vqa_model']}", "count": f"detector: {s['detector']} (threshold "
+              f"{s['detector_threshold']})", "clip": f"CLIP: {s['clip']}", "dino": f"DINO: {s['dino']}",
+              "oracle": f"toy-world oracle: {s.get('oracle')}"}
+    used = "; ".join(html.escape(judges[m]) for m in s["metrics"] if m in judges)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Lego evaluation</title>"
              f"<style>{_CSS}</style></head><body><h1>Lego evaluation</h1>",
-             f"<p>{s['num_images']} images per concept × target × method, seeds from {s['seed']}. "
-             f"VQA: {html.escape(s['vqa_model'])}; detector: {html.escape(s['detector'])} (threshold "
-             f"{s['detector_threshold']}); CLIP: {html.escape(s['clip'])}; DINO: {html.escape(s['dino'])}. "
+             f"<p>{s['num_images']} images per concept × target × method, seeds from {s['seed']}. {used}. "
              "Rates with 95% Wilson intervals, means with 95% intervals. Files: "
              "<a href='report.md'>report.md</a>, <a href='report.csv'>report.csv</a>, "
              "<a href='report.json'>report.json</a>.</p>",

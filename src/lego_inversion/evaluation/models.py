@@ -39,12 +39,17 @@ def load_pretrained(loader, model_id: str, field: str, **kwargs):
         pass
     if _offline():
         raise UserError(f"{field} = {model_id!r}: not a local folder and not in the Hugging Face cache (offline); "
-                        f"run `huggingface-cli download {model_id}` on a connected machine or pass a local folder")
+                        f"{download_hint(model_id)}")
     try:
         return loader(model_id, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"{field} = {model_id!r}: cannot load it ({str(exc).splitlines()[0][:160]}); check the "
                         "id and the network, or pass a local folder") from None
+
+
+def download_hint(model_id: str) -> str:
+    """What to do about a hub model that is not in the cache (the `hf` command of today's huggingface_hub)."""
+    return f"run `hf download {model_id}` on a connected machine or pass a local folder"
 
 
 def _offline() -> bool:
@@ -69,7 +74,7 @@ def check_model(model_id: str, field: str) -> None:
             return
     except Exception:  # an id the hub client rejects is reported below
         pass
-    hint = f"run `huggingface-cli download {model_id}` on a connected machine or pass a local folder"
+    hint = download_hint(model_id)
     if _offline():
         raise UserError(f"{field} = {model_id!r}: not a local folder and not in the Hugging Face cache "
                         f"(HF_HUB_OFFLINE is set); {hint}")

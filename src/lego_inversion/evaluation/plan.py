@@ -1,41 +1,38 @@
 """The generation plan and the image records every metric scores (§5.3 of Lego: N images per concept/method).
 
     concepts = resolve_concepts(cfg)                       # concept.json metadata merged into the config
+    cfg = dataclasses.replace(cfg, metrics=chosen_metrics(cfg, concepts))   # "auto" metrics made explicit
     records = plan_records(cfg, concepts, out_dir)         # generation mode: one record per image to make
     records = folder_records(cfg, concepts)                # scoring mode: existing folders
     check_same_seeds(records)                              # every method must see the same noise
 
-Generated images live at `OUT/images/<concept>/<method>/<target-slug>_s<seed>.png`; image i of every method
-uses seed `cfg.seed + i`, so Lego, its ablations, Textual Inversion and the text prompt ("LDM" in Table 2)
-start from the same noise. Existing folders are read from `images.jsonl` (the `lego generate` layout) or,
-for plain folders, from file names: the seed is the last run of digits in the name (`bear_s42.png` -> 42).
+Records are `lego_inversion.manifest.ImageRecord`s: `subject` is the target subject, `concepts` the one
+evaluation concept the image is about (also for the text baseline, which stands in for it), `method` the
+config's method name. Generated images live at `OUT/images/<concept>/<method>/<target-slug>_s<seed>.png`;
+image i of every method uses seed `cfg.seed + i`, so Lego, its ablations, Textual Inversion and the text
+prompt ("LDM" in Table 2) start from the same noise. Existing folders are read from `images.jsonl` (the
+`lego generate` layout) or, for plain folders, from file names: the seed is the last run of digits in the
+name (`bear_s42.png` -> 42).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backbones import resolve_model
 from ..errors import UserError
-from ..manifest import read_manifest, write_manifest
-from .config import TEXT_METHOD, ConceptEntry, EvalConfig, read_concept_json
+from ..manifest import MANIFEST, ImageRecord, read_manifest, write_manifest
+from ..prompts import check_template, fill
+from . import oracle
+from .config import (DEFAULT_COUNT_PROMPT, DEFAULT_PROMPT, STANDARD_METRICS, TEXT_METHOD, ConceptEntry, EvalConfig,
+                     read_concept_json)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _DIGITS = re.compile(r"(\d+)(?!.*\d)")
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image to generate or score."""
-
-    concept: str
-    method: str
-    target: str
-    seed: int
-    path: Path
-    prompt: str = ""
 
 
 @dataclass
@@ -50,20 +47,44 @@ class ResolvedConcept:
     count: int | None
     exemplars: list[Path]
     metas: dict[str, dict] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # method -> backbone (generation mode only)
+    truth: dict | None = None  # toy-world ground truth (concept.json `toyworld`), see evaluation.oracle
 
     @property
     def name(self) -> str:
         return self.entry.name
 
-    def fill(self, template: str, target: str, concept_text: str) -> str:
-        return template.replace("{target}", target).replace("{concept}", concept_text)
+    @property
+    def template(self) -> str:
+        """The prompt template: the entry's `prompt`, else the default for a cardinality concept or for others.
+
+        "Cardinality" is decided by the resolved count (config entry, else concept.json), not the entry alone."""
+        if self.entry.prompt:
+            return self.entry.prompt
+        return DEFAULT_COUNT_PROMPT if self.count is not None else DEFAULT_PROMPT
+
+    def prompt(self, target: str, method: str) -> str:
+        """The prompt of `method` for `target`: `{concept}` is the learned concept (`{name}`, which the generator
+        expands into its tokens) or, for the text baseline ("LDM" in Table 2), the description in words."""
+        words = self.description or self.name
+        concept = words if method == TEXT_METHOD else "{" + self.metas[method]["name"] + "}"
+        return fill(self.template, {"target": target, "concept": concept}, where=f"concept {self.name!r}: prompt")
 
     def text_prompt(self, target: str) -> str:
-        """The natural-language prompt (the paper's "LDM" column): description instead of learned tokens."""
-        return self.fill(self.entry.prompt_template, target, self.description or self.name)
+        """The concept applied to `target` in words (the text baseline's prompt; CLIP's concept text)."""
+        return self.prompt(target, TEXT_METHOD)
+
+    def question(self, template: str, target: str) -> str:
+        return fill(template, {"target": target}, where=f"concept {self.name!r}: questions")
 
     def questions_for(self, target: str) -> list[str]:
-        return [q.replace("{target}", target) for q in self.questions]
+        return [self.question(q, target) for q in self.questions]
+
+    @property
+    def oracle_ready(self) -> bool:
+        """Generated by toy-world models only and with a toy-world ground truth: the oracle can judge it."""
+        return (self.truth is not None and bool(self.models)
+                and all(oracle.is_toy_world_model(self.models[m]) for m in self.methods))
 
 
 def slug(text: str) -> str:
@@ -71,53 +92,100 @@ def slug(text: str) -> str:
     return s or "x"
 
 
-def resolve_concepts(cfg: EvalConfig) -> list[ResolvedConcept]:
-    """Merge each concept's config entry with the concept.json of its learned folders (config wins)."""
-    out = []
-    for entry in cfg.concepts:
-        metas = {m: read_concept_json(p) for m, p in entry.methods.items()}
-        for m, p in entry.methods.items():
-            if not (p / "learned_embeds.safetensors").is_file():
-                raise UserError(f"{p}: no learned_embeds.safetensors; finish `lego invert` for concept "
-                                f"{entry.name!r} ({m}) first")
-        first = next(iter(metas.values()), {})
-        ev = first.get("evaluation") or {}
-        description = entry.description or first.get("description")
-        questions = list(entry.questions) or [q for q in (ev.get("questions") or []) if isinstance(q, str)]
-        count = entry.count if entry.count is not None else ev.get("count")
-        exemplars = list(entry.exemplars)
-        if not exemplars:
-            refs = (metas.get("lego") or first).get("reference_images") or {}
-            exemplars = [Path(p) for p in (refs.get("without") or refs.get("with") or [])]
-        if entry.methods:
-            methods = list(entry.methods) + [TEXT_METHOD]
-        else:
-            methods = list(entry.folders)
-        if cfg.methods is not None:
-            methods = [m for m in cfg.methods if m in methods]
-        if not methods:
-            raise UserError(f"concept {entry.name!r}: none of the requested methods {cfg.methods} is available; "
-                            f"it has {sorted(set(entry.methods) | set(entry.folders) | {TEXT_METHOD})}")
-        if entry.methods and TEXT_METHOD in methods and not description:
-            raise UserError(f"concept {entry.name!r}: no `description` for the text baseline; add one to the "
-                            "[[concepts]] entry or the concept TOML")
-        if "vqa" in cfg.metrics and not questions and count is None:
-            raise UserError(f"concept {entry.name!r} has no question templates: add `questions = [\"Is the "
-                            "{target} ...?\"]` to its [evaluation] table (concept TOML) or its [[concepts]] entry")
-        if "count" in cfg.metrics and count is not None and count < 0:
-            raise UserError(f"concept {entry.name!r}: count must be >= 0")
-        for p in exemplars:
-            if not Path(p).is_file():
-                raise UserError(f"concept {entry.name!r}: exemplar image {p} does not exist; fix `exemplars`")
-        targets = list(entry.targets or cfg.targets or [t for t in (ev.get("targets") or []) if isinstance(t, str)])
-        if entry.methods and not targets:
-            raise UserError(f"concept {entry.name!r}: no target subjects to generate; pass --target 'toy bear', "
-                            "set `targets = [...]` in the evaluation config or in the concept TOML's [evaluation]")
-        out.append(ResolvedConcept(entry=entry, methods=methods, targets=targets,
-                                   description=description, questions=questions,
-                                   count=count if isinstance(count, int) else None,
-                                   exemplars=[Path(p) for p in exemplars], metas=metas))
+def _models(cfg: EvalConfig, metas: dict[str, dict], methods: list[str], main: dict) -> dict[str, str]:
+    """Each method's backbone: `generation.model`, else its folder's `base_model` (the text baseline: that of
+    the `main` folder), resolved by `backbones.resolve_model` (the toy-model aliases live there)."""
+    if not metas:
+        return {}
+    out = {}
+    for m in methods:
+        base = cfg.generation.model or (metas.get(m) or main).get("base_model")
+        out[m] = resolve_model(base if isinstance(base, str) else None)
     return out
+
+
+def _resolve(cfg: EvalConfig, entry: ConceptEntry) -> ResolvedConcept:
+    metas = {m: read_concept_json(p) for m, p in entry.methods.items()}
+    for m, p in entry.methods.items():
+        if not (p / "learned_embeds.safetensors").is_file():
+            raise UserError(f"{p}: no learned_embeds.safetensors; finish `lego invert` for concept "
+                            f"{entry.name!r} ({m}) first")
+    # description, questions, count, exemplars and ground truth: the lego folder's, else the first folder's
+    main_method = "lego" if "lego" in metas else next(iter(metas), None)
+    main = metas.get(main_method, {})
+    where = f"{entry.methods[main_method] / 'concept.json'}" if main_method else f"concept {entry.name!r}"
+    ev = main.get("evaluation") or {}
+    description = entry.description or main.get("description")
+    questions = list(entry.questions) or [q for q in (ev.get("questions") or []) if isinstance(q, str)]
+    if not entry.questions:  # the config's own questions were checked when it was read
+        for q in questions:
+            check_template(q, {"target"}, where=f"{where}: evaluation.questions")
+    count = entry.count if entry.count is not None else ev.get("count")
+    exemplars = list(entry.exemplars)
+    if not exemplars:
+        refs = main.get("reference_images") or {}
+        exemplars = [Path(p) for p in (refs.get("without") or refs.get("with") or [])]
+    methods = list(entry.methods) + [TEXT_METHOD] if entry.methods else list(entry.folders)
+    if cfg.methods is not None:
+        methods = [m for m in cfg.methods if m in methods]
+    if not methods:
+        raise UserError(f"concept {entry.name!r}: none of the requested methods {cfg.methods} is available; "
+                        f"it has {sorted(set(entry.methods) | set(entry.folders) | {TEXT_METHOD})}")
+    if entry.methods and TEXT_METHOD in methods and not description:
+        raise UserError(f"concept {entry.name!r}: no `description` for the text baseline; add one to the "
+                        "[[concepts]] entry or the concept TOML")
+    for p in exemplars:
+        if not Path(p).is_file():
+            raise UserError(f"concept {entry.name!r}: exemplar image {p} does not exist; fix `exemplars`")
+    targets = list(entry.targets or cfg.targets or [t for t in (ev.get("targets") or []) if isinstance(t, str)])
+    if entry.methods and not targets:
+        raise UserError(f"concept {entry.name!r}: no target subjects to generate; pass --target 'toy bear', "
+                        "set `targets = [...]` in the evaluation config or in the concept TOML's [evaluation]")
+    return ResolvedConcept(entry=entry, methods=methods, targets=targets, description=description,
+                           questions=questions, count=count if isinstance(count, int) else None,
+                           exemplars=[Path(p) for p in exemplars], metas=metas,
+                           models=_models(cfg, metas, methods, main), truth=oracle.read_truth(main, where))
+
+
+def chosen_metrics(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> list[str]:
+    """`cfg.metrics`, or when it is None ("auto"): `oracle` where the oracle can judge every concept (toy-world
+    models, no downloads), the standard metrics where it cannot, both for a mix."""
+    if cfg.metrics is not None:
+        return list(cfg.metrics)
+    ready = [rc.oracle_ready for rc in concepts]
+    return (list(STANDARD_METRICS) if not all(ready) else []) + (["oracle"] if any(ready) else [])
+
+
+def check_metrics(metrics: list[str], concepts: list[ResolvedConcept], asked: bool = True) -> None:
+    """What each chosen metric needs from every concept; bad input fails here, before any generation.
+
+    `oracle` judges the concepts it can (`oracle_ready`); when it was `asked` for by name, every concept must be
+    one of them."""
+    for rc in concepts:
+        if "vqa" in metrics and not rc.questions and rc.count is None:
+            raise UserError(f"concept {rc.name!r} has no question templates: add `questions = [\"Is the "
+                            "{target} ...?\"]` to its [evaluation] table (concept TOML) or its [[concepts]] entry")
+        if "oracle" not in metrics or not (asked or rc.oracle_ready):
+            continue
+        if rc.truth is None:
+            raise UserError(f"metric oracle: concept {rc.name!r} has no `toyworld` table in its concept.json; add "
+                            "[toyworld] (subject, appearance, concept, variant, count) to its concept TOML, re-run "
+                            "`lego invert`, or leave `oracle` out of --metrics")
+        other = [m for m in rc.methods if not oracle.is_toy_world_model(rc.models.get(m))]
+        if other:
+            raise UserError(f"metric oracle: concept {rc.name!r} ({other[0]}) uses model "
+                            f"{rc.models.get(other[0], 'unknown (scoring mode)')!r}, not a toy-world model; the "
+                            "oracle only reads toy-world images: leave `oracle` out of --metrics")
+        for t in rc.targets:
+            oracle.require_subject(t, where=f"metric oracle: concept {rc.name!r}")
+
+
+def resolve_concepts(cfg: EvalConfig) -> list[ResolvedConcept]:
+    """Merge each concept's config entry with the concept.json of its learned folders (config wins), and check
+    it against the metrics that will run."""
+    concepts = [_resolve(cfg, entry) for entry in cfg.concepts]
+    check_metrics(chosen_metrics(cfg, concepts), concepts, asked=cfg.metrics is not None)
+    return concepts
 
 
 def plan_records(cfg: EvalConfig, concepts: list[ResolvedConcept], out_dir: Path) -> list[ImageRecord]:
@@ -126,34 +194,58 @@ def plan_records(cfg: EvalConfig, concepts: list[ResolvedConcept], out_dir: Path
     for rc in concepts:
         if not rc.entry.methods:
             continue
-        slugs = {}
+        slugs: dict[str, str] = {}
         for t in rc.targets:
             if slug(t) in slugs:
                 raise UserError(f"concept {rc.name!r}: targets {slugs[slug(t)]!r} and {t!r} share a file name; "
                                 "make them differ in letters or digits")
             slugs[slug(t)] = t
         for method in rc.methods:
-            folder = out_dir / "images" / rc.name / method
+            folder = Path(out_dir) / "images" / rc.name / method
             for target in rc.targets:
-                concept_text = rc.description if method == TEXT_METHOD else "{" + rc.metas[method]["name"] + "}"
-                prompt = rc.fill(rc.entry.prompt_template, target, concept_text or rc.name)
-                for i in range(cfg.num_images):
-                    seed = cfg.seed + i
-                    records.append(ImageRecord(rc.name, method, target, seed,
-                                               folder / f"{slug(target)}_s{seed}.png", prompt))
+                prompt = rc.prompt(target, method)
+                for seed in range(cfg.seed, cfg.seed + cfg.num_images):
+                    records.append(ImageRecord(path=folder / f"{slug(target)}_s{seed}.png", prompt=prompt, seed=seed,
+                                               subject=target, method=method, concepts=(rc.name,),
+                                               model=rc.models[method]))
     return records
 
 
-def write_manifests(records: list[ImageRecord], out_dir: Path) -> None:
+def write_manifests(records: list[ImageRecord]) -> None:
     """Write `images.jsonl` (the `lego generate` layout) beside each generated folder, atomically."""
     groups: dict[Path, list[ImageRecord]] = defaultdict(list)
     for r in records:
         if r.path.exists():
             groups[r.path.parent].append(r)
     for folder, rs in groups.items():
-        write_manifest(folder, [{"file": r.path.name, "prompt": r.prompt, "expanded_prompt": None, "seed": r.seed,
-                                 "concepts": [r.concept] if r.method != TEXT_METHOD else [],
-                                 "subject": r.target, "method": r.method} for r in rs])
+        write_manifest(folder, rs)
+
+
+def _manifest_records(rc: ResolvedConcept, method: str, folder: Path, target: str | None) -> list[ImageRecord]:
+    manifest = folder / MANIFEST
+    out = []
+    for n, r in enumerate(read_manifest(manifest), 1):
+        subject = r.subject or target
+        if r.seed is None or not subject:
+            raise UserError(f"{manifest}: line {n} needs an integer `seed` and a `subject` (or set `target` for "
+                            "this folder in the evaluation config)")
+        out.append(dataclasses.replace(r, subject=subject, method=method, concepts=(rc.name,)))
+    return out
+
+
+def _plain_records(rc: ResolvedConcept, method: str, folder: Path, target: str | None) -> list[ImageRecord]:
+    if not target:
+        raise UserError(f"{folder}: plain image folder without {MANIFEST}; set `folders.{method} = "
+                        f"{{path = ..., target = \"toy bear\"}}` for concept {rc.name!r}")
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        m = _DIGITS.search(p.stem)
+        if not m:
+            raise UserError(f"{p}: no seed in the file name; name images like `bear_s42.png` or add an {MANIFEST}")
+        out.append(ImageRecord(path=p, seed=int(m.group(1)), subject=target, method=method, concepts=(rc.name,)))
+    return out
 
 
 def folder_records(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> list[ImageRecord]:
@@ -167,39 +259,20 @@ def folder_records(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> list[Ima
             folder = spec.path
             if not folder.is_dir():
                 raise UserError(f"concept {rc.name!r}: image folder {folder} ({method}) does not exist")
-            manifest = folder / "images.jsonl"
-            seen = set()
-            if manifest.is_file():
-                for n, row in enumerate(read_manifest(manifest), 1):
-                    target = row.get("subject") or spec.target
-                    if not isinstance(row.get("file"), str) or not isinstance(row.get("seed"), int) or not target:
-                        raise UserError(f"{manifest}: line {n} needs `file`, integer `seed` and `subject` "
-                                        "(or set `target` for this folder in the evaluation config)")
-                    records.append(ImageRecord(rc.name, method, str(target), row["seed"], folder / row["file"],
-                                               str(row.get("prompt") or "")))
-            else:
-                if not spec.target:
-                    raise UserError(f"{folder}: plain image folder without images.jsonl; set `folders.{method} = "
-                                    f"{{path = ..., target = \"toy bear\"}}` for concept {rc.name!r}")
-                for p in sorted(folder.iterdir()):
-                    if p.suffix.lower() not in IMAGE_SUFFIXES:
-                        continue
-                    m = _DIGITS.search(p.stem)
-                    if not m:
-                        raise UserError(f"{p}: no seed in the file name; name images like `bear_s42.png` "
-                                        "or add an images.jsonl")
-                    records.append(ImageRecord(rc.name, method, spec.target, int(m.group(1)), p))
-            mine = [r for r in records if r.concept == rc.name and r.method == method]
+            read = _manifest_records if (folder / MANIFEST).is_file() else _plain_records
+            mine = read(rc, method, folder, spec.target)
             if not mine:
                 raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found for concept "
                                 f"{rc.name!r} ({method}); point `folders.{method}` at a folder with images")
+            seen = set()
             for r in mine:
-                if (r.target, r.seed) in seen:
-                    raise UserError(f"{folder}: seed {r.seed} appears twice for target {r.target!r}; "
+                if (r.subject, r.seed) in seen:
+                    raise UserError(f"{folder}: seed {r.seed} appears twice for target {r.subject!r}; "
                                     "each image needs its own seed")
-                seen.add((r.target, r.seed))
+                seen.add((r.subject, r.seed))
                 if not r.path.is_file():
-                    raise UserError(f"{folder}/images.jsonl lists {r.path.name}, which does not exist")
+                    raise UserError(f"{folder}/{MANIFEST} lists {r.path.name}, which does not exist")
+            records += mine
     return records
 
 
@@ -207,7 +280,7 @@ def check_same_seeds(records: list[ImageRecord]) -> None:
     """Every method of a concept must have the same (target, seed) pairs: the same noise for every method."""
     sets: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for r in records:
-        sets[r.concept][r.method].add((r.target, r.seed))
+        sets[r.concept][r.method].add((r.subject, r.seed))
     for concept, by_method in sets.items():
         items = list(by_method.items())
         ref_method, ref = items[0]

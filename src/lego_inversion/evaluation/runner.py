@@ -11,6 +11,7 @@ before any work starts, so bad input fails everywhere at once with one clear lin
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -19,32 +20,21 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_image
 from ..errors import UserError
+from ..manifest import ImageRecord
 from .config import TEXT_METHOD, EvalConfig
-from .plan import (ImageRecord, ResolvedConcept, check_same_seeds, folder_records, plan_records,
+from .plan import (ResolvedConcept, check_same_seeds, chosen_metrics, folder_records, plan_records,
                    resolve_concepts, verify_images, write_manifests)
 from .scoring import metric_units, run_metric
-
-_TOY_NAMES = {"", "toy", "embedded", "builtin", "none"}
-
-
-def base_model_for(cfg: EvalConfig, rc: ResolvedConcept, method: str) -> str | None:
-    """The diffusion backbone: the config's `generation.model`, else the concept folder's `base_model`.
-
-    The text baseline uses the backbone of the concept's first learned method. None is the embedded toy model.
-    """
-    if cfg.generation.model:
-        return cfg.generation.model
-    meta = rc.metas.get(method) or next(iter(rc.metas.values()), {})
-    value = meta.get("base_model")
-    if not isinstance(value, str) or value.strip().lower() in _TOY_NAMES:
-        return None
-    return value
 
 
 def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept], cfg: EvalConfig, state,
                      device: str, progress: bool = True) -> int:
-    """Generate the images of `records` not on disk yet; returns how many this process made."""
-    from ..generation import load_generator  # the lead's generation module (issue contract)
+    """Generate the images of `records` not on disk yet; returns how many this process made.
+
+    Each (concept, method) group loads its backbone (the records' `model`) with that method's learned folder
+    (none for the text baseline) through `generation.load_generator`, the one place that applies learned rows.
+    """
+    from ..generation import load_generator
 
     by_name = {rc.name: rc for rc in concepts}
     groups: dict[tuple[str, str], list[ImageRecord]] = defaultdict(list)
@@ -60,10 +50,8 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
         with state.split_between_processes(batches) as mine:
             if not mine:
                 continue
-            rc = by_name[concept]
-            folders = [] if method == TEXT_METHOD else [rc.entry.methods[method]]
-            gen = load_generator(model=base_model_for(cfg, rc, method), concepts=folders, device=device,
-                                 dtype=cfg.generation.dtype)
+            folders = [] if method == TEXT_METHOD else [by_name[concept].entry.methods[method]]
+            gen = load_generator(model=todo[0].model, concepts=folders, device=device, dtype=cfg.generation.dtype)
             bar = tqdm(mine, desc=f"generate {concept}/{method} [{state.process_index}]", unit="batch",
                        disable=not progress, position=state.process_index)
             for batch in bar:
@@ -82,11 +70,15 @@ def _check_models(cfg: EvalConfig, concepts: list[ResolvedConcept]) -> None:
     """Every evaluator model the metrics need must be loadable; checked before anything is generated."""
     from .models import check_model
 
+    if "oracle" in cfg.metrics:
+        from .oracle import load_oracle
+
+        load_oracle()  # bundled with the package; a broken install fails here, not after generating
     need = {"vqa": any(rc.questions for rc in concepts), "count": any(rc.count is not None for rc in concepts),
             "clip": True, "dino": any(rc.exemplars for rc in concepts)}
     fields = {"vqa": "vqa", "count": "detector", "clip": "clip", "dino": "dino"}
     for metric in cfg.metrics:
-        if need[metric]:
+        if need.get(metric):
             check_model(getattr(cfg.models, fields[metric]), f"models.{fields[metric]}")
 
 
@@ -116,6 +108,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, generate: bool = Tru
         raise UserError(f"--out {out_dir}: exists and is not a folder; choose another output folder")
     device = cfg.models.device or str(state.device)
     concepts = resolve_concepts(cfg)
+    cfg = dataclasses.replace(cfg, metrics=chosen_metrics(cfg, concepts))
     planned = plan_records(cfg, concepts, out_dir)
     existing = folder_records(cfg, concepts)
     check_same_seeds(existing)
@@ -124,7 +117,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, generate: bool = Tru
         generate_missing(planned, concepts, cfg, state, device, progress)
         state.wait_for_everyone()
         if state.is_main_process:
-            write_manifests(planned, out_dir)
+            write_manifests(planned)
         state.wait_for_everyone()
     elif planned:
         missing = [r for r in planned if not r.path.exists()]

@@ -1,7 +1,7 @@
 """Resumable, sharded scoring of image records with the evaluator models (§5.3 of Lego and beyond).
 
     units = metric_units("vqa", records, concepts, cfg, out_dir)
-    run_metric("vqa", units, cfg, out_dir, state)          # writes OUT/scores/vqa/*.jsonl
+    run_metric("vqa", units, cfg, concepts, out_dir, state, device)   # writes OUT/scores/vqa/*.jsonl
 
 Each unit of work (an image and, for VQA, one question) has a key; finished keys are never scored again.
 Pending units are cut into batches in a fixed order, and whole batches are shared out with accelerate's
@@ -22,8 +22,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
+from ..manifest import ImageRecord
 from .config import EvalConfig
-from .plan import ImageRecord, ResolvedConcept
+from .plan import ResolvedConcept
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,20 @@ def target_text(target: str) -> str:
     return f"a photo of a {target}"
 
 
+def _model_id(metric: str, cfg: EvalConfig) -> str:
+    """The evaluator model a metric's score keys name."""
+    if metric == "oracle":
+        from .oracle import oracle_id
+
+        return oracle_id()
+    return getattr(cfg.models, {"count": "detector"}.get(metric, metric))
+
+
 def metric_units(metric: str, records: list[ImageRecord], concepts: list[ResolvedConcept], cfg: EvalConfig,
                  out_dir: Path) -> list[Unit]:
     """All units of one metric, in a fixed order (concept, method, target, seed, question)."""
     by_name = {rc.name: rc for rc in concepts}
-    model = getattr(cfg.models, {"count": "detector"}.get(metric, metric))
+    model = _model_id(metric, cfg)
     digests = {rc.name: exemplar_digest(rc.exemplars) for rc in concepts if rc.exemplars}
     units = []
     for r in records:
@@ -83,20 +93,22 @@ def metric_units(metric: str, records: list[ImageRecord], concepts: list[Resolve
         parts: list = []
         image = f"{rel(r.path, out_dir)}#{file_digest(r.path)}"
         if metric == "vqa":
-            for q in rc.questions_for(r.target):
+            for q in rc.questions_for(r.subject):
                 units.append(Unit(json.dumps(["vqa", model, image, q]), r, q, rc.name))
             continue
         if metric == "count":
             if rc.count is None:
                 continue
-            parts = [r.target, min(0.01, cfg.models.detector_threshold)]
+            parts = [r.subject, min(0.01, cfg.models.detector_threshold)]
         elif metric == "clip":
-            parts = [concept_text(rc, r.target), target_text(r.target), digests.get(rc.name)]
+            parts = [concept_text(rc, r.subject), target_text(r.subject), digests.get(rc.name)]
         elif metric == "dino":
             if rc.name not in digests:
                 continue
             parts = [digests[rc.name]]
-        units.append(Unit(json.dumps([metric, model, image, *parts]), r, r.target, rc.name))
+        elif metric == "oracle" and not rc.oracle_ready:
+            continue
+        units.append(Unit(json.dumps([metric, model, image, *parts]), r, r.subject, rc.name))
     return units
 
 
@@ -141,6 +153,10 @@ class _Scorer:
             return M.Detector(m.detector, self.device, m.dtype, min_score=min(0.01, m.detector_threshold))
         if self.metric == "clip":
             return M.CLIPEmbedder(m.clip, self.device, m.dtype)
+        if self.metric == "oracle":
+            from .oracle import load_oracle
+
+            return load_oracle()
         return M.DinoEmbedder(m.dino, self.device, m.dtype)
 
     def _exemplars(self, name: str):
@@ -168,13 +184,15 @@ class _Scorer:
             return [{"yes": y, "no": n} for y, n in self.model.score(images, [u.text for u in batch])]
         if self.metric == "count":
             return [{"scores": s, "boxes": b} for s, b in self.model.detect(images, [u.text for u in batch])]
+        if self.metric == "oracle":  # its reading of each image; judged against the ground truth in the report
+            return self.model.predict(images)
         emb = self.model.images(images)
         out = []
         if self.metric == "clip":
             texts = []
             for u in batch:
                 rc = self.concepts[u.concept]
-                texts += [concept_text(rc, u.record.target), target_text(u.record.target)]
+                texts += [concept_text(rc, u.record.subject), target_text(u.record.subject)]
             temb = self.model.texts(texts)
         for i, u in enumerate(batch):
             ex = self._exemplars(u.concept)

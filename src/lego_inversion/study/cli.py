@@ -8,12 +8,17 @@
     lego study results studies/melted --out studies/melted/results --drop-failing-raters
     lego study mturk-export studies/melted --base-url https://host/images/ --out batch_input.csv
     lego study results studies/melted --mturk Batch_1_batch_results.csv
+
+Output piped into a reader that stops early (`lego study links STUDY | head`) ends quietly with exit code 141,
+as for a process killed by SIGPIPE, instead of a BrokenPipeError traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,6 +26,26 @@ from pathlib import Path
 from ..errors import UserError
 
 DB_ENV = "LEGO_STUDY_DB"
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _pipe_safe(command):
+    """Run `command(args)` and flush stdout; if the reader has gone away, point stdout at /dev/null (so the
+    interpreter's final flush cannot fail either) and exit quietly with EXIT_BROKEN_PIPE."""
+
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            code = command(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_BROKEN_PIPE
+
+    return run
 
 
 def register(subparsers) -> None:
@@ -47,7 +72,7 @@ def register(subparsers) -> None:
     c.add_argument("--question", help="question shown to raters")
     c.add_argument("--name", help="study name (default: the folder name)")
     c.add_argument("--seed", type=int, default=0, help="seed for assignment and left/right order")
-    c.set_defaults(func=cmd_create)
+    c.set_defaults(func=_pipe_safe(cmd_create))
 
     s = sub.add_parser("serve", help="run the rating web app")
     s.add_argument("study", help="study folder")
@@ -55,12 +80,12 @@ def register(subparsers) -> None:
                    "STUDY/answers.sqlite)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.set_defaults(func=cmd_serve)
+    s.set_defaults(func=_pipe_safe(cmd_serve))
 
     k = sub.add_parser("links", help="print each rater's link and the admin link")
     k.add_argument("study")
     k.add_argument("--base-url", default="http://127.0.0.1:8000")
-    k.set_defaults(func=cmd_links)
+    k.set_defaults(func=_pipe_safe(cmd_links))
 
     r = sub.add_parser("results", help="majority votes, win rates, CIs, sign test, Fleiss' kappa")
     r.add_argument("study")
@@ -73,7 +98,7 @@ def register(subparsers) -> None:
     r.add_argument("--confidence", type=float, default=0.95, help="Wilson interval level (default 0.95)")
     r.add_argument("--format", choices=["md", "csv", "json"], default="md", help="what to print (default md)")
     r.add_argument("--out", help="folder for results.md/.json, summary.csv, pairs.csv, win_rates.png")
-    r.set_defaults(func=cmd_results)
+    r.set_defaults(func=_pipe_safe(cmd_results))
 
     m = sub.add_parser("mturk-export", help="write an MTurk batch-input CSV (+ HIT layout)")
     m.add_argument("study")
@@ -81,7 +106,7 @@ def register(subparsers) -> None:
     m.add_argument("--out", required=True, help="batch-input CSV to write")
     m.add_argument("--template", help="also write an HTML HIT layout here")
     m.add_argument("--seed", type=int, default=0)
-    m.set_defaults(func=cmd_mturk_export)
+    m.set_defaults(func=_pipe_safe(cmd_mturk_export))
 
 
 def _db_url(args, study_root: Path) -> str:
@@ -142,6 +167,7 @@ def cmd_serve(args) -> int:
     if not loopback:
         print(f"lego: warning: binding to {args.host}: the study is reachable from other machines", file=sys.stderr)
     storage = open_storage(_db_url(args, study.root), study.id)
+    _log_to_stderr()
     print(f"serving {study.name!r}: {len(study.pairs)} pairs, {len(study.order)} raters, "
           f"{storage.count()} answers so far; admin: http://{args.host}:{args.port}/admin?token=... "
           f"(token in {study.root / 'secrets.json'})", flush=True)
@@ -150,6 +176,17 @@ def cmd_serve(args) -> int:
     finally:
         storage.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The app's own log lines (e.g. "answered 503: ...") as one timestamped line each on stderr."""
+    logger = logging.getLogger("lego_inversion.study")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s lego study %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def cmd_results(args) -> int:
@@ -198,7 +235,9 @@ def cmd_mturk_export(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:  # `python -m lego_inversion.study.cli ...` without the lead's CLI
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lego_inversion.study.cli study ...`: the `lego study` group alone, without importing the other
+    command groups (and their heavier dependencies); the test servers start this way."""
     parser = argparse.ArgumentParser(prog="lego")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

@@ -4,12 +4,15 @@
     create_study(CreateConfig(out="studies/melted", sets=["lego=gen/lego", "ldm=gen/ldm"],
                               concepts=["runs/melted"], raters_per_pair=10, attention_checks=4))
 
-Each image set is a folder with PNGs and `images.jsonl` ({"file", "prompt", "seed", "concepts", "subject",
-"method"}; subject/method may be absent and come from --subject / --set METHOD=DIR / --mapping). Images of
-the first method (the one under test, "a") are paired with each other method's images ("b") of the same
-concept, target subject and seed. Reference images come from a `lego invert` output (concept.json), a concept
-source folder (with/ without/) or a plain folder (--references NAME=DIR). Left/right order is drawn per rater
-and pair; every rater also sees every attention check (a reference image vs. an unrelated image).
+Each image set is a `lego generate --out` folder: PNGs plus `images.jsonl`, read as `manifest.ImageRecord`s.
+A record's method, subject and concepts come from the record itself; what it lacks comes from `--set METHOD=DIR`
+(method), `--mapping` or `--subject` (subject), and, for a record with no concepts (a plain-prompt baseline made
+without `lego generate --about`), from the study's one concept when exactly one concept has references (one
+`--concept` or one `--references`). Images of the first method (the one under test, "a") are paired with each
+other method's images ("b") of the same concept, target subject and seed. Reference images come from a
+`lego invert` output (concept.json), a concept source folder (with/ without/) or a plain folder
+(--references NAME=DIR). Left/right order is drawn per rater and pair; every rater also sees every attention
+check (a reference image vs. an unrelated image). The folder is built beside `--out` and swapped in whole.
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ import hashlib
 import io
 import random
 import secrets as secrets_mod
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..errors import UserError
-from ..manifest import read_manifest
+from ..atomic import atomic_dir, atomic_write_json, atomic_write_text
 from ..documents import read_document
+from ..errors import UserError
+from ..manifest import MANIFEST, ImageRecord, read_manifest
 from .model import DEFAULT_QUESTION, FORMAT, load_study
 
 MAX_SIDE = 1024  # candidate/reference images are stored at most this large (pages stay light)
@@ -83,37 +84,65 @@ def _mapping(path: str | None) -> dict[str, Any]:
                          fix="--mapping must be a JSON object {file or prompt: subject}")
 
 
-def read_image_sets(cfg: CreateConfig, problems: list[str]) -> list[dict]:
-    """All records of all sets with method/subject/concept filled in; unusable records go to `problems`."""
+@dataclass(frozen=True)
+class StudyImage:
+    """One usable image: its facts (`record`, with method, subject and concepts filled in) and its image set."""
+
+    record: ImageRecord
+    image_set: Path  # the --set folder it came from
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """What pairs images across methods: (method, concept, subject, seed)."""
+        r = self.record
+        return (str(r.method), r.concept, str(r.subject), int(r.seed or 0))
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _mapped(mapping: dict[str, Any], folder: Path, rec: ImageRecord) -> dict[str, Any]:
+    """The --mapping entry for a record: keyed by "set/file", "file", expanded prompt or prompt."""
+    keys = (f"{folder.name}/{rec.path.name}", rec.path.name, rec.expanded_prompt, rec.prompt)
+    hit = next((mapping[k] for k in keys if isinstance(k, str) and k in mapping), None)
+    return {"subject": hit} if isinstance(hit, str) else (hit if isinstance(hit, dict) else {})
+
+
+def _problem(rec: ImageRecord, folder: Path) -> str | None:
+    """Why a resolved record cannot be used, or None."""
+    if not rec.method:
+        return f"no method; use --set METHOD={folder}"
+    if not rec.subject:
+        return "no subject; use --subject or --mapping (or `lego generate --subject`)"
+    if not rec.concepts:
+        return ("no concepts; make the set with `lego generate --about NAME`, or give exactly one --concept so "
+                "that records without concepts are about it")
+    if rec.seed is None:
+        return "no \"seed\"; pairs are matched by seed"
+    if not rec.path.is_file():
+        return f"image {rec.path.name!r} not found inside {folder}"
+    return None
+
+
+def read_image_sets(cfg: CreateConfig, problems: list[str], default_concept: str | None = None) -> list[StudyImage]:
+    """All records of all sets with method/subject/concepts filled in; unusable records go to `problems`.
+    `default_concept` is the concept of records that name none (None: such records are unusable)."""
     mapping = _mapping(cfg.mapping)
-    records = []
+    images = []
     for arg in cfg.sets:
         method_override, folder = _split(arg, "--set", need_name=False)
-        for n, row in enumerate(read_manifest(folder / "images.jsonl"), 1):
-            where = f"{folder / 'images.jsonl'}:{n}"
-            hit = next((mapping[k] for k in (f"{folder.name}/{row['file']}", row["file"],
-                                              row.get("expanded_prompt"), row.get("prompt"))
-                        if isinstance(k, str) and k in mapping), None)
-            hit = {"subject": hit} if isinstance(hit, str) else (hit if isinstance(hit, dict) else {})
-            method = method_override or row.get("method") or hit.get("method")
-            subject = row.get("subject") or hit.get("subject") or cfg.subject
-            concepts = row.get("concepts")
-            seed = row.get("seed")
-            path = folder / row["file"]
-            if not method:
-                problems.append(f"{where}: no method; use --set METHOD={folder}")
-            elif not subject:
-                problems.append(f"{where}: no subject; use --subject or --mapping")
-            elif not (isinstance(concepts, list) and concepts and all(isinstance(c, str) for c in concepts)):
-                problems.append(f"{where}: \"concepts\" must be a non-empty list of names")
-            elif not isinstance(seed, int) or isinstance(seed, bool):
-                problems.append(f"{where}: \"seed\" must be an integer")
-            elif not path.is_file() or Path(row["file"]).is_absolute() or ".." in Path(row["file"]).parts:
-                problems.append(f"{where}: image {row['file']!r} not found inside {folder}")
+        for rec in read_manifest(folder / MANIFEST):
+            hit = _mapped(mapping, folder, rec)
+            rec = replace(rec, method=_text(method_override) or _text(rec.method) or _text(hit.get("method")),
+                          subject=_text(rec.subject) or _text(hit.get("subject")) or _text(cfg.subject),
+                          concepts=rec.concepts or ((default_concept,) if default_concept else ()))
+            problem = _problem(rec, folder)
+            if problem:
+                problems.append(f"{folder / MANIFEST} ({rec.path.name}): {problem}")
             else:
-                records.append({"method": str(method), "subject": str(subject), "seed": seed, "path": path,
-                                "concept": "+".join(concepts), "prompt": str(row.get("prompt", ""))})
-    return records
+                images.append(StudyImage(rec, folder))
+    return images
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -190,71 +219,85 @@ class _ImageStore:
         return name
 
 
-def _cand(store: _ImageStore, rec: dict) -> dict:
-    return {"method": rec["method"], "image": store.add(rec["path"]), "source": str(rec["path"]),
-            "prompt": rec["prompt"]}
+def _cand(store: _ImageStore, rec: ImageRecord) -> dict:
+    return {"method": rec.method, "image": store.add(rec.path), "source": str(rec.path), "prompt": rec.prompt}
 
 
-def create_study(cfg: CreateConfig) -> dict:
-    """Build the study folder (atomically: a temporary folder renamed into place). Returns a summary."""
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out}: already exists and is not empty; choose a new folder")
-    problems: list[str] = []
-    records = read_image_sets(cfg, problems)
-    methods = list(dict.fromkeys(r["method"] for r in records))
+def _index(images: list[StudyImage], problems: list[str]) -> dict[tuple, StudyImage]:
+    """(method, concept, subject, seed) -> image; a second image with the same key is reported and ignored."""
+    index: dict[tuple, StudyImage] = {}
+    for im in images:
+        if im.key in index:
+            method, concept, subject, seed = im.key
+            problems.append(f"{im.record.path}: duplicate {method}/{concept}/{subject}/seed {seed} "
+                            f"(already have {index[im.key].record.path}); ignored")
+        else:
+            index[im.key] = im
+    return index
+
+
+def _pair_items(index: dict[tuple, StudyImage], methods: list[str], refs: dict, store: _ImageStore,
+                problems: list[str]) -> list[dict]:
+    """One pair per target image and other method with the same concept, subject and seed."""
+    target, items, matched = methods[0], [], set()
+    for key, im in sorted(index.items(), key=lambda kv: str(kv[0])):
+        method, concept, subject, seed = key
+        if method != target:
+            continue
+        missing = [c for c in im.record.concepts if c not in refs]
+        if missing:
+            problems.append(f"{im.record.path}: no reference images for concept(s) {missing}; use --concept")
+            continue
+        for other in methods[1:]:
+            partner = index.get((other, concept, subject, seed))
+            if partner is None:
+                continue
+            matched.update({key, partner.key})
+            items.append({"id": f"p{len(items) + 1:05d}", "kind": "pair", "concept": concept, "subject": subject,
+                          "seed": seed, "a": _cand(store, im.record), "b": _cand(store, partner.record)})
+    for key, im in index.items():
+        if key not in matched:
+            problems.append(f"{im.record.path}: no partner with the same concept/subject/seed ({key[1]}, "
+                            f"{key[2]}, {key[3]}) in the other set(s); not used")
+    return items
+
+
+def _methods(cfg: CreateConfig, images: list[StudyImage], problems: list[str]) -> list[str]:
+    """The methods found, the one under test first."""
+    methods = list(dict.fromkeys(im.record.method for im in images))
     target = cfg.target or (methods[0] if methods else None)
     if target not in methods or len(methods) < 2:
         raise UserError(f"need images of at least two methods incl. the target {target!r}; found {methods} "
                         f"({len(problems)} records unusable{': ' + problems[0] if problems else ''})")
-    methods = [target] + [m for m in methods if m != target]
+    return [target] + [m for m in methods if m != target]
+
+
+def create_study(cfg: CreateConfig) -> dict:
+    """Build the study folder (atomically: built in a temporary sibling and swapped in). Returns a summary."""
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "is not empty" if out.is_dir() else "is a file"
+        raise UserError(f"--out {out}: already exists and {what}; choose a new folder")
     refs = load_references(cfg)
-    index: dict[tuple, dict] = {}
-    for r in records:
-        key = (r["method"], r["concept"], r["subject"], r["seed"])
-        if key in index:
-            problems.append(f"{r['path']}: duplicate {r['method']}/{r['concept']}/{r['subject']}/seed {r['seed']}"
-                            f" (already have {index[key]['path']}); ignored")
-        else:
-            index[key] = r
+    problems: list[str] = []
+    images = read_image_sets(cfg, problems, default_concept=next(iter(refs)) if len(refs) == 1 else None)
+    methods = _methods(cfg, images, problems)
+    index = _index(images, problems)
     rng = random.Random(cfg.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same filesystem: rename is atomic
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         store = _ImageStore(tmp / "images")
-        items: list[dict] = []
-        matched = set()
-        for (method, concept, subject, seed), rec in sorted(index.items(), key=lambda kv: str(kv[0])):
-            if method != target:
-                continue
-            missing = [c for c in concept.split("+") if c not in refs]
-            if missing:
-                problems.append(f"{rec['path']}: no reference images for concept(s) {missing}; use --concept")
-                continue
-            for other in methods[1:]:
-                partner = index.get((other, concept, subject, seed))
-                if partner is None:
-                    continue
-                matched.update({(method, concept, subject, seed), (other, concept, subject, seed)})
-                items.append({"id": f"p{len(items) + 1:05d}", "kind": "pair", "concept": concept,
-                              "subject": subject, "seed": seed, "a": _cand(store, rec), "b": _cand(store, partner)})
-        for key, rec in index.items():
-            if key not in matched:
-                problems.append(f"{rec['path']}: no partner with the same concept/subject/seed ({key[1]}, "
-                                f"{key[2]}, {key[3]}) in the other set(s); not used")
-        if not items:
+        pairs = _pair_items(index, methods, refs, store, problems)
+        if not pairs:
             raise UserError(f"no pairs matched across {methods} ({len(problems)} problems; first: "
                             f"{problems[0] if problems else '-'})")
-        pairs = list(items)
-        checks = _attention_checks(cfg, store, refs, records, sorted({p["concept"] for p in pairs}), rng)
-        items += checks
+        checks = _attention_checks(cfg, store, refs, images, sorted({p["concept"] for p in pairs}), rng)
         order = _assign(cfg, pairs, checks, rng)
         n_refs = {c: [store.add(p) for p in f["with"][: cfg.max_references]] for c, f in refs.items()}
         name = cfg.name or out.name
         study = {"format": FORMAT, "id": f"{name}-{secrets_mod.token_hex(6)}", "name": name,
                  "question": cfg.question.strip(), "seed": cfg.seed, "raters_per_pair": cfg.raters_per_pair,
-                 "methods": methods, "references": n_refs, "items": items, "order": order}
+                 "methods": methods, "references": n_refs, "items": pairs + checks, "order": order}
         secrets = {"admin_token": secrets_mod.token_urlsafe(24),
                    "raters": {r: secrets_mod.token_urlsafe(18) for r in order}}
         atomic_write_json(tmp / "study.json", study)
@@ -262,17 +305,11 @@ def create_study(cfg: CreateConfig) -> dict:
         (tmp / "secrets.json").chmod(0o600)
         atomic_write_text(tmp / "problems.txt", "".join(p + "\n" for p in problems))
         load_study(tmp)  # what we wrote must load
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"out": str(out), "pairs": len(pairs), "checks": len(checks), "raters": len(order),
             "methods": methods, "problems": problems}
 
 
-def _attention_checks(cfg, store, refs, records, concepts, rng) -> list[dict]:
+def _attention_checks(cfg, store, refs, images: list[StudyImage], concepts, rng) -> list[dict]:
     """Per concept: one of its reference images (right answer) vs. an image of another concept, a "without"
     reference, or a plain grey image. Which slot holds the right answer is drawn at random."""
     from PIL import Image
@@ -282,8 +319,7 @@ def _attention_checks(cfg, store, refs, records, concepts, rng) -> list[dict]:
         parts = concept.split("+")
         for _ in range(cfg.attention_checks):
             good = rng.choice(refs[parts[0]]["with"])
-            others = [r["path"] for r in records
-                      if r["concept"] != concept and not set(parts) & set(r["concept"].split("+"))]
+            others = [im.record.path for im in images if not set(parts) & set(im.record.concepts)]
             without = refs[parts[0]]["without"]
             bad_path = rng.choice(others) if others else (rng.choice(without) if without else None)
             bad = store.add(bad_path) if bad_path else store.add(None, Image.new("RGB", (512, 512), (128, 128, 128)))

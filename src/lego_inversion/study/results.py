@@ -7,15 +7,23 @@
 Per pair the majority of its raters decides which method wins; a pair with equal votes is a tie and is
 listed as such (never silently dropped or split). Per concept and overall (per comparison "a vs b"):
 win rate of "a" over decided pairs with a Wilson score interval, an exact two-sided sign test (ties
-excluded), the share of individual votes, and Fleiss' kappa over the raters' votes. Attention checks give
-each rater a failure rate; `drop_failing` removes raters whose rate exceeds `max_failure_rate` first.
+excluded; n/a, like the win rate, when no pair is decided), the share of individual votes, and Fleiss' kappa
+over the raters' votes in its generalised form for pairs answered by unequal numbers of raters (`stats.py`).
+Attention checks give each rater a failure rate; `drop_failing` removes raters whose rate exceeds
+`max_failure_rate` first.
+
+Names in the outputs come from users (concepts, methods, subjects, study name): results.md escapes them for
+Markdown (no raw HTML, no table breaks), and the CSVs prefix a cell that a spreadsheet would run as a formula
+(first character = + - @ tab or CR) with a single quote, as OWASP advises against CSV injection.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +40,25 @@ PAIR_FIELDS = ["comparison", "item", "concept", "subject", "seed", "method_a", "
 SUMMARY_FIELDS = ["comparison", "concept", "pairs", "answered_pairs", "wins_a", "wins_b", "ties", "unanswered",
                   "win_rate_a", "ci_low", "ci_high", "sign_test_p", "votes_a", "votes_b", "vote_share_a",
                   "fleiss_kappa", "mean_raters_per_pair"]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~$])")  # "$" too: GitHub renders $...$ as math
+_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # inside a word ("melted_cube") it is literal
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def md_escape(text) -> str:
+    """`text` as literal Markdown on one line: HTML special characters as entities, Markdown syntax, `$` and `|`
+    backslash-escaped (so a name can neither inject HTML nor break a table row)."""
+    text = html.escape(" ".join(str(text).split()), quote=False)
+    return _MD_UNDERSCORE.sub(r"\\_", _MD_SPECIAL.sub(r"\\\1", text))
+
+
+def csv_safe(value):
+    """A CSV cell that spreadsheets will not evaluate: strings starting like a formula get a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 @dataclass
@@ -129,17 +156,18 @@ def _fmt(x, pct: bool = False) -> str:
 
 def to_markdown(report: dict) -> str:
     conf = round(100 * report["confidence"])
-    lines = [f"# Study results: {report['study']}", "",
+    lines = [f"# Study results: {md_escape(report['study'])}", "",
              (f"{report['answers_used']} of {report['answers']} answers used from {report['raters']} raters; "
               f"{report['raters_per_pair']} raters per pair planned. Majority vote per pair; ties are listed, "
               f"not split. Win rate = wins of A / decided pairs, {conf}% Wilson interval; p = exact two-sided "
-              "sign test (ties excluded); kappa = Fleiss' kappa."), ""]
+              "sign test (ties excluded); kappa = Fleiss' kappa, generalised to pairs answered by unequal numbers "
+              "of raters (the same as Fleiss' 1971 kappa when every pair has the same number)."), ""]
     for comp in report["comparisons"]:
-        lines += [f"## {comp['a']} (A) vs {comp['b']} (B)", "",
+        lines += [f"## {md_escape(comp['a'])} (A) vs {md_escape(comp['b'])} (B)", "",
                   (f"| concept | pairs | A wins | B wins | ties | unanswered | A win rate | {conf}% CI | p | "
                    "A vote share | kappa |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in comp["concepts"] + [comp["overall"]]:
-            name = "**overall**" if s["concept"] == "ALL" else s["concept"]
+            name = "**overall**" if s["concept"] == "ALL" else md_escape(s["concept"])
             lines.append(f"| {name} | {s['pairs']} | {s['wins_a']} | {s['wins_b']} | {s['ties']} | "
                          f"{s['unanswered']} | {_fmt(s['win_rate_a'], True)} | "
                          f"[{_fmt(s['ci_low'], True)}, {_fmt(s['ci_high'], True)}] | {_fmt(s['sign_test_p'])} | "
@@ -151,10 +179,10 @@ def to_markdown(report: dict) -> str:
         lines.append("The study has no attention checks.")
     else:
         lines.append(f"{att['checks']} checks; overall failure rate {_fmt(att['failure_rate'], True)}; "
-                     f"dropped raters: {', '.join(att['dropped']) or 'none'}.")
+                     f"dropped raters: {', '.join(map(md_escape, att['dropped'])) or 'none'}.")
         lines += ["", "| rater | checks answered | failed | failure rate | dropped |", "|---|---|---|---|---|"]
-        lines += [f"| {r['rater']} | {r['checks_answered']} | {r['failed']} | {_fmt(r['failure_rate'], True)} | "
-                  f"{'yes' if r['dropped'] else 'no'} |" for r in att["raters"]]
+        lines += [f"| {md_escape(r['rater'])} | {r['checks_answered']} | {r['failed']} | "
+                  f"{_fmt(r['failure_rate'], True)} | {'yes' if r['dropped'] else 'no'} |" for r in att["raters"]]
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +190,7 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -184,6 +212,11 @@ def _json_safe(obj):
     return obj
 
 
+def _plain(name: str) -> str:
+    """A name as literal matplotlib text ("$...$" would be parsed as math)."""
+    return name.replace("$", r"\$")
+
+
 def plot(report: dict, path: Path) -> Path:
     """Bar chart of A's win rate per concept (one panel per comparison) with Wilson error bars and 50% line."""
     import matplotlib
@@ -196,15 +229,15 @@ def plot(report: dict, path: Path) -> Path:
                                                      * len(comps), 4), squeeze=False)
     for ax, comp in zip(axes[0], comps):
         rows = comp["concepts"] + [comp["overall"]]
-        names = [r["concept"] if r["concept"] != "ALL" else "overall" for r in rows]
+        names = [_plain(r["concept"]) if r["concept"] != "ALL" else "overall" for r in rows]
         rates = [0 if math.isnan(r["win_rate_a"]) else 100 * r["win_rate_a"] for r in rows]
         err = [[0 if math.isnan(r["ci_low"]) else max(0.0, rate - 100 * r["ci_low"]) for r, rate in zip(rows, rates)],
                [0 if math.isnan(r["ci_high"]) else max(0.0, 100 * r["ci_high"] - rate) for r, rate in zip(rows, rates)]]
         ax.bar(names, rates, yerr=err, capsize=4, color=["#4c72b0"] * (len(rows) - 1) + ["#dd8452"])
         ax.axhline(50, color="grey", linestyle="--", linewidth=1)
         ax.set_ylim(0, 100)
-        ax.set_ylabel(f"{comp['a']} preferred over {comp['b']} (% of pairs)")
-        ax.set_title(f"{comp['a']} vs {comp['b']}")
+        ax.set_ylabel(f"{_plain(comp['a'])} preferred over {_plain(comp['b'])} (% of pairs)")
+        ax.set_title(f"{_plain(comp['a'])} vs {_plain(comp['b'])}")
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -3,12 +3,13 @@
     from lego_inversion.study.stats import wilson_interval, sign_test, fleiss_kappa, majority
     wilson_interval(141, 200)          # (0.638, 0.763): 95% CI of a 70.5% win rate
     sign_test(141, 59)                 # exact two-sided binomial p-value under H0: p = 1/2
-    fleiss_kappa([[7, 3], [10, 0]])    # agreement of k raters over 2 categories, rows = pairs
+    fleiss_kappa([[7, 3], [10, 0]])    # agreement of raters over 2 categories, rows = pairs (any n per row)
 
 The paper pairs 200 Lego images with 200 baseline images per concept, asks 10 raters per pair which image
 "best represents the concept", and lets the majority vote decide each pair; Lego wins over 70% of pairs.
 These functions turn such votes into a win rate with an uncertainty (Wilson score interval), a test against
-chance (exact sign test) and a measure of how much raters agree (Fleiss' kappa).
+chance (exact sign test) and a measure of how much raters agree (Fleiss' kappa, in its generalised form for
+pairs answered by unequal numbers of raters).
 """
 
 from __future__ import annotations
@@ -74,17 +75,23 @@ def binomial_test(successes: int, n: int, p: float | Fraction = Fraction(1, 2)) 
 
 
 def sign_test(wins_a: int, wins_b: int) -> float:
-    """Exact two-sided sign test of "a" vs "b" wins (ties are dropped beforehand): binomial test at p = 1/2."""
+    """Exact two-sided sign test of "a" vs "b" wins (ties are dropped beforehand): binomial test at p = 1/2.
+    nan when there is nothing to test (no decided pair), like the win rate it goes with."""
+    if wins_a + wins_b == 0:
+        return math.nan
     return binomial_test(wins_a, wins_a + wins_b, Fraction(1, 2))
 
 
 def fleiss_kappa(table: Sequence[Sequence[int]]) -> float:
-    """Fleiss' kappa (Fleiss 1971) for a table of rating counts: rows = items (pairs), columns = categories.
+    """Fleiss' kappa for a table of rating counts: rows = items (pairs), columns = categories; generalised to
+    items rated by unequal numbers of raters n_i.
 
     P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)),  P_bar = mean_i P_i,
     p_j = sum_i n_ij / sum_i n_i,  P_e = sum_j p_j^2,  kappa = (P_bar - P_e) / (1 - P_e).
-    With the same number of raters n_i on every item this is exactly Fleiss' statistic; items with fewer
-    than two ratings carry no agreement information and are skipped (e.g. after dropping raters).
+    Fleiss (1971) defines kappa for a constant n; this is the usual generalisation to varying n_i (each item's
+    agreement P_i uses its own n_i, category shares p_j pool all ratings), which equals Fleiss' statistic when
+    every n_i is the same. In a study, n_i varies when a pair is not yet fully answered or raters were dropped.
+    Items with fewer than two ratings carry no agreement information and are skipped.
     Returns nan when undefined (no usable item, or every rating in one category so P_e = 1).
     """
     rows = [[int(c) for c in row] for row in table]

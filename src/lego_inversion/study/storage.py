@@ -9,7 +9,9 @@ Exactly one answer per (study, rater, item) is guaranteed by the database itself
 (study, rater, item) plus `INSERT ... ON CONFLICT DO NOTHING`. A double click, a retried request or two app
 processes racing each other all end with the first answer stored and the others reported as duplicates.
 Every submit is its own committed transaction (SQLite: WAL + synchronous=FULL), so a crash or restart of the
-server loses nothing that was acknowledged.
+server loses nothing that was acknowledged. When the database cannot be reached, each call retries with a fresh
+connection a few times and then raises `StorageUnavailable` (a UserError, so the CLI prints one line; the web
+app answers 503); the next call connects afresh, so service resumes as soon as the database is back.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS study_answers (
     created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (study, rater, item)
 )"""
+ATTEMPTS, RETRY_SLEEP = 3, 0.2  # a failing call tries 3 connections, 0.2 s then 0.4 s apart
 INSERT = ("INSERT INTO study_answers (study, rater, item, slot, side, created_at) "
           "VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (study, rater, item) DO NOTHING")
 SELECT = "SELECT rater, item, slot, side, created_at FROM study_answers WHERE study = {p}"
+
+
+class StorageUnavailable(UserError):
+    """The answer database cannot be reached (down, restarting, file gone); worth retrying later."""
 
 
 @dataclass(frozen=True)
@@ -71,19 +78,25 @@ class Storage:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
+            with self._lock:
+                self._all = [c for c in self._all if c is not conn]
             with contextlib.suppress(Exception):  # already broken
                 conn.close()
 
     def _execute(self, sql: str, params: tuple = (), fetch: bool = False):
-        for attempt in range(3):
+        """Run one statement; a lost or refused connection is dropped and retried, then StorageUnavailable."""
+        for attempt in range(ATTEMPTS):
             try:
                 cur = self._conn().execute(sql.format(p=self.placeholder), params)
                 return cur.fetchall() if fetch else cur.rowcount
-            except self._retryable as exc:
+            except (*self._retryable, StorageUnavailable) as exc:
                 self._drop_conn()
-                if attempt == 2:
-                    raise UserError(f"answer storage {self._redacted()}: {exc}; is the database running?") from None
-                time.sleep(0.2 * (attempt + 1))
+                if attempt == ATTEMPTS - 1:
+                    if isinstance(exc, StorageUnavailable):  # connecting failed: its message says why
+                        raise
+                    raise StorageUnavailable(f"answer storage {self._redacted()}: {_first_line(exc)}; "
+                                             "is the database running?") from None
+                time.sleep(RETRY_SLEEP * (attempt + 1))
 
     def submit(self, rater: str, item: str, slot: str, side: str) -> bool:
         """Store one answer; True if it is new, False if (rater, item) already had one (which is kept)."""
@@ -151,14 +164,19 @@ class PostgresStorage(Storage):
         try:
             return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except self._psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"--db {self._redacted()}: cannot connect ({first}); is PostgreSQL running?") from None
+            raise StorageUnavailable(f"--db {self._redacted()}: cannot connect ({_first_line(exc)}); "
+                                     "is PostgreSQL running?") from None
 
     def _init_schema(self) -> None:
         conn = self._conn()
         with conn.transaction():  # advisory lock: several app processes may start at once
             conn.execute("SELECT pg_advisory_xact_lock(727274)")
             conn.execute(SCHEMA)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_storage(url: str | Path, study: str) -> Storage:

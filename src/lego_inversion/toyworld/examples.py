@@ -10,11 +10,10 @@ whose negatives are the other numbers (§4.2). The `[toyworld]` table is the ora
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_save_image, atomic_write_text
+from ..atomic import atomic_dir, atomic_save_image, atomic_write_text
 from .render import Scene, render
 
 
@@ -97,23 +96,18 @@ def scenes(ex: Example) -> tuple[list[Scene], list[Scene]]:
 
 
 def make_examples(out: str | Path = "examples", names: list[str] | None = None) -> list[Path]:
-    """(Re)build the example folders under `out`; each folder is written to a temp dir and renamed."""
+    """(Re)build the example folders under `out`; each is built aside and swapped into place (`atomic_dir`)."""
     out = Path(out)
     made = []
     for ex in EXAMPLES:
         if names and ex.name not in names:
             continue
-        tmp = out / f".{ex.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         with_, without = scenes(ex)
-        for i, s in enumerate(with_):
-            atomic_save_image(tmp / "with" / f"{i}.png", render(s))
-        for i, s in enumerate(without):
-            atomic_save_image(tmp / "without" / f"{i}.png", render(s))
-        atomic_write_text(tmp / "concept.toml", concept_toml(ex))
-        final = out / ex.name
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        made.append(final)
+        with atomic_dir(out / ex.name) as tmp:
+            for i, s in enumerate(with_):
+                atomic_save_image(tmp / "with" / f"{i}.png", render(s))
+            for i, s in enumerate(without):
+                atomic_save_image(tmp / "without" / f"{i}.png", render(s))
+            atomic_write_text(tmp / "concept.toml", concept_toml(ex))
+        made.append(out / ex.name)
     return made

@@ -1,22 +1,23 @@
 """The oracle: a small CNN that reads a toy-world image and says what is in it (the benchmark's ground truth).
 
     from lego_inversion.toyworld.oracle import Oracle
-    oracle = Oracle.load()                          # bundled weights (oracle/oracle.safetensors)
+    oracle = Oracle.load()                          # bundled weights (weights/oracle/oracle.safetensors)
     oracle.predict([pil_image])                     # [{"subject": "cube", "appearance": "red", "concept": ...}]
-    lego toyworld train-oracle --out src/lego_inversion/toyworld/oracle   # ~10 min on 2 CPU cores
+    lego toyworld train-oracle --out runs/oracle    # ~15 min on 2 CPU cores; then copy into weights/oracle/
 
 Heads: subject class, appearance (colour or the checkered texture), concept (or "none"), variant within the
 concept (0 = generic, >= 1 = personalized), and count (1-5). Trained on fresh renders drawn uniformly over
 concepts and variants, with noise / blur / down-up-sampling augmentation so that it also reads the blurrier
 samples of the toy diffusion model. It gives the oracle-scored metrics of the toy-world ablation (Fig. 9 and
-Table 2 of Lego: concept success, subject leakage, target fidelity).
+Table 2 of Lego: concept success, subject leakage, target fidelity). It reads one 64x64 scene; `scene_warning`
+says when an image is something else (a grid or strip of several scenes gets a meaningless verdict).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_save_file, atomic_write_json
-from ..errors import UserError
 from ..documents import read_document
-from .render import APPEARANCES, CONCEPT_NAMES, CONCEPTS, SUBJECTS, Scene, render
+from ..errors import UserError
+from . import BUNDLED_ORACLE
+from .render import APPEARANCES, CONCEPT_NAMES, CONCEPTS, SIZE, SUBJECTS, Scene, render
+from .train_configs import OracleTrainConfig
 
 HEADS = {"subject": len(SUBJECTS), "appearance": len(APPEARANCES), "concept": len(CONCEPT_NAMES),
          "variant": max(CONCEPTS.values()), "count": 5}
-BUNDLED = Path(__file__).parent / "oracle"
+WEIGHTS_FILE, META_FILE = "oracle.safetensors", "oracle.json"
+TEST_SEED_OFFSET = 10_000  # the recorded accuracy uses scenes drawn from cfg.seed + this: never trained on
+STRIP_ASPECT = 1.25  # width/height beyond this (or below its inverse): several scenes side by side
+WEIGHT_DECAY = 1e-4
+WARMUP_FRACTION = 0.1  # share of the one-cycle schedule spent raising the learning rate
+LOG_EVERY = 100
 
 
 def labels(scene: Scene) -> dict[str, int]:
@@ -101,36 +109,19 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
-@dataclass
-class OracleTrainConfig:
-    out: str = str(BUNDLED)
-    seed: int = 0
-    n_images: int = 12000
-    steps: int = 1000
-    batch: int = 64
-    lr: float = 2e-3
-    width: int = 24
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        for k in ("n_images", "steps", "batch", "width", "threads"):
-            if int(getattr(self, k)) < 1:
-                raise UserError(f"oracle config: {k} must be >= 1 (got {getattr(self, k)})")
-
-
 class Oracle:
     def __init__(self, net: OracleNet, meta: dict | None = None):
         self.net = net.eval()
         self.meta = meta or {}
 
     @classmethod
-    def load(cls, folder: str | Path = BUNDLED) -> Oracle:
+    def load(cls, folder: str | Path = BUNDLED_ORACLE) -> Oracle:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        wfile, mfile = folder / "oracle.safetensors", folder / "oracle.json"
+        wfile, mfile = folder / WEIGHTS_FILE, folder / META_FILE
         if not wfile.is_file() or not mfile.is_file():
-            raise UserError(f"{folder}: no oracle.safetensors/oracle.json; run `lego toyworld train-oracle`")
+            raise UserError(f"{folder}: no {WEIGHTS_FILE}/{META_FILE}; run `lego toyworld train-oracle`")
         meta = read_document(mfile, fix="run `lego toyworld train-oracle`")
         net = OracleNet(meta["width"])
         net.load_state_dict({k: v.float() for k, v in load_file(wfile).items()})
@@ -167,9 +158,10 @@ def _idx(p: dict, k: str) -> int:
 
 
 def train_oracle(cfg: OracleTrainConfig, log=sys.stdout) -> dict:
+    """Train on fresh renders, measure per-head accuracy on cfg.n_test unseen renders with the stored (fp16)
+    weights, write oracle.safetensors + oracle.json under cfg.out; returns the accuracy."""
     from tqdm import tqdm
 
-    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     scenes = sample_uniform(cfg.n_images, cfg.seed)
@@ -177,8 +169,8 @@ def train_oracle(cfg: OracleTrainConfig, log=sys.stdout) -> dict:
     y = {k: torch.tensor([labels(s)[k] for s in scenes]) for k in HEADS}
     has_concept = torch.tensor([s.concept != "none" for s in scenes])
     net = OracleNet(cfg.width)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=WARMUP_FRACTION)
     g = torch.Generator().manual_seed(cfg.seed)
     net.train()
     for step in range(cfg.steps):
@@ -190,33 +182,37 @@ def train_oracle(cfg: OracleTrainConfig, log=sys.stdout) -> dict:
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0:
+        if step % LOG_EVERY == 0:
             print(f"oracle step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s", file=log, flush=True)
     with torch.no_grad():  # evaluate exactly what is stored: fp16 weights
         for v in net.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.half().float())
     oracle = Oracle(net.eval(), {"width": cfg.width})
-    test = sample_uniform(2000, cfg.seed + 10_000)  # fresh renders (different seeds)
+    test = sample_uniform(cfg.n_test, cfg.seed + TEST_SEED_OFFSET)
     acc = accuracy(oracle, test)
     meta = {"width": cfg.width, "heads": HEADS, "fresh_render_accuracy": acc, "n_test": len(test),
-            "config": vars(cfg), "wall_time_min": round((time.time() - t0) / 60, 1),
-            "command": " ".join(sys.argv)}
+            "config": asdict(cfg), "wall_time_min": round((time.time() - t0) / 60, 1),
+            "command": " ".join(sys.argv), "threads": torch.get_num_threads()}
     out = Path(cfg.out)
-    atomic_save_file(out / "oracle.safetensors", {k: v.half() for k, v in net.state_dict().items()
-                                                  if v.is_floating_point()} |
-                     {k: v for k, v in net.state_dict().items() if not v.is_floating_point()})
-    atomic_write_json(out / "oracle.json", meta)
+    state = net.state_dict()
+    atomic_save_file(out / WEIGHTS_FILE, {k: v.half() if v.is_floating_point() else v for k, v in state.items()})
+    atomic_write_json(out / META_FILE, meta)
     print(f"oracle accuracy on {len(test)} fresh renders: {acc}", file=log, flush=True)
     return acc
 
 
-def main() -> None:  # python -m lego_inversion.toyworld.oracle OUT [key=value ...]
-    kw = dict(a.split("=", 1) for a in sys.argv[2:])
-    types = OracleTrainConfig.__annotations__
-    train_oracle(OracleTrainConfig(out=sys.argv[1], **{k: {"int": int, "float": float}.get(types[k], str)(v)
-                                                        for k, v in kw.items()}))
+def scene_warning(size: tuple[int, int]) -> str | None:
+    """Why an image of `size` (width, height) is not one toy-world scene, or None if it is one.
 
-
-if __name__ == "__main__":
-    main()
+    The oracle resizes every image to 64x64, so a grid or strip of several scenes still gets a confident but
+    meaningless verdict; the CLI prints this beside it."""
+    width, height = size
+    if (width, height) == (SIZE, SIZE):
+        return None
+    aspect = width / height
+    if not 1 / STRIP_ASPECT <= aspect <= STRIP_ASPECT:
+        return (f"{width}x{height} (aspect {aspect:.2f}) looks like several scenes side by side; the oracle reads "
+                f"one {SIZE}x{SIZE} scene, so crop one scene for a meaningful verdict")
+    return (f"{width}x{height} is not the {SIZE}x{SIZE} render size: read as one scene resized to {SIZE}x{SIZE} "
+            "(a grid of several scenes gets a meaningless verdict; crop one scene)")

@@ -14,7 +14,7 @@ Rendering is 2x supersampled with PIL and downsampled; all randomness comes from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -62,12 +62,12 @@ _BG = (236, 232, 222)
 class Scene:
     """One image of the toy world; `render(scene)` is a pure function of it."""
 
-    subject: str
-    appearance: str = "red"
-    concept: str = "none"
-    variant: int = 0
-    count: int = 1
-    seed: int = 0
+    subject: str = field(metadata={"help": f"one of {', '.join(SUBJECTS)}"})
+    appearance: str = field(default="red", metadata={"help": f"one of {', '.join(APPEARANCES)}"})
+    concept: str = field(default="none", metadata={"help": f"one of {', '.join(CONCEPT_NAMES)}"})
+    variant: int = field(default=0, metadata={"help": "0: the generic variant (captions name it); 1: personalized"})
+    count: int = field(default=1, metadata={"help": "copies of the subject: 2-5 with concept count, else 1"})
+    seed: int = field(default=0, metadata={"help": "all randomness of the drawing"})
 
     def __post_init__(self) -> None:
         if self.subject not in SUBJECTS:
