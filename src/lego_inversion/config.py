@@ -115,32 +115,39 @@ class InversionConfig:
 
 
 def add_arguments(parser, cls) -> None:
-    """Add a `--flag` for every field of the dataclass `cls` whose metadata allows it (see `option`); help, default
-    and choices come from the field, so the command line and the config cannot drift apart."""
+    """Add a `--kebab-case` flag for every field of the dataclass `cls` (unless its metadata says `cli=False`):
+    type from the annotation (`X | None` takes an X), help, choices and the default shown in the help from the
+    field, so the command line and the config cannot drift apart. A field without a default is a required flag.
+    Flags default to None, so `from_arguments` knows which ones were given."""
     import argparse
+    import typing
 
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        if not meta.get("cli", False):
+        if not meta.get("cli", True):
             continue
+        kind = hints[f.name]
+        kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # X | None -> X
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = "the model's" if default is None else default
-        if kind == "bool":
+        help_text = meta.get("help", "").replace("%", "%%")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if not required:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if default is not None:  # a None default is explained by the field's help
+                help_text += f" (default: {('on' if default else 'off') if kind is bool else default})"
+        if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{meta['help']} (default: {'on' if default else 'off'})")
-            continue
-        convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-        parser.add_argument(flag, dest=f.name, type=convert, default=None, choices=meta.get("choices"),
-                            metavar=None if meta.get("choices") else f.name.upper(),
-                            help=f"{meta['help']} (default: {shown})")
+                                required=required, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, required=required,
+                                choices=meta.get("choices"), metavar=meta.get("metavar"), help=help_text)
 
 
 def from_arguments(cls, args, **fixed: Any):
     """`cls(**given)` from parsed arguments: only the flags the user gave, the rest from the field defaults."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-             if f.metadata.get("cli") and getattr(args, f.name, None) is not None}
+             if f.metadata.get("cli", True) and getattr(args, f.name, None) is not None}
     return cls(**given, **fixed)
 
 

@@ -16,44 +16,16 @@ The flags of `train` and `train-oracle` are made from the fields of `TrainConfig
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import shutil
 import sys
-import typing
 from pathlib import Path
 
+from ..config import add_arguments, from_arguments
 from ..errors import UserError
 from .evaluate import EvaluateConfig
 from .render import Scene, render
 from .train_configs import OracleTrainConfig, TrainConfig
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One `--kebab-case` flag per field of the dataclass `cls`: type, default and help from the field; a
-    field without a default is a required flag; `X | None` fields take an X (their help says what None means)."""
-    types = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = types[f.name]
-        kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # X | None -> X
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "").replace("%", "%%")
-        if f.default is dataclasses.MISSING:
-            extra = {"required": True}
-        else:
-            extra = {"default": f.default}
-            if f.default is not None:  # a None default is explained by the field's help
-                help_text += " (default: %(default)s)"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text, **extra)
-        else:
-            parser.add_argument(flag, type=kind, help=help_text, metavar=f.metadata.get("metavar"), **extra)
-
-
-def config_from_args(cls, args: argparse.Namespace):
-    """The dataclass `cls` from the flags that `add_config_flags` made (it validates itself)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def register(subparsers) -> None:
@@ -61,7 +33,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="toyworld_command", metavar="ACTION", required=True)
 
     r = sub.add_parser("render", help="render one scene to a PNG")
-    add_config_flags(r, Scene)
+    add_arguments(r, Scene)
     r.add_argument("--out", required=True, help="the PNG to write")
     r.set_defaults(func=_render)
 
@@ -71,7 +43,7 @@ def register(subparsers) -> None:
     e.set_defaults(func=_make_examples)
 
     t = sub.add_parser("train", help="train the toy text-to-image model (VAE + UNet), or fine-tune it")
-    add_config_flags(t, TrainConfig)
+    add_arguments(t, TrainConfig)
     t.set_defaults(func=_train)
 
     i = sub.add_parser("install-model", help="copy a trained export into the package's bundled model")
@@ -79,11 +51,11 @@ def register(subparsers) -> None:
     i.set_defaults(func=_install)
 
     o = sub.add_parser("train-oracle", help="train the oracle classifier on fresh renders")
-    add_config_flags(o, OracleTrainConfig)
+    add_arguments(o, OracleTrainConfig)
     o.set_defaults(func=_train_oracle)
 
     v = sub.add_parser("evaluate-model", help="oracle-judged quality of the toy model on fresh samples")
-    add_config_flags(v, EvaluateConfig)
+    add_arguments(v, EvaluateConfig)
     v.set_defaults(func=_evaluate)
 
     q = sub.add_parser("oracle", help="print the oracle's reading of images (JSON lines); warns when an image "
@@ -96,7 +68,7 @@ def _render(args) -> int:
     from ..atomic import atomic_save_image
 
     try:
-        scene = config_from_args(Scene, args)
+        scene = from_arguments(Scene, args)
     except ValueError as exc:
         raise UserError(f"render: {exc}") from None
     atomic_save_image(args.out, render(scene))
@@ -119,7 +91,7 @@ def _make_examples(args) -> int:
 def _train(args) -> int:
     from .training import train
 
-    print(train(config_from_args(TrainConfig, args)))
+    print(train(from_arguments(TrainConfig, args)))
     return 0
 
 
@@ -141,14 +113,14 @@ def _install(args) -> int:
 def _train_oracle(args) -> int:
     from .oracle import train_oracle
 
-    print(json.dumps(train_oracle(config_from_args(OracleTrainConfig, args))))
+    print(json.dumps(train_oracle(from_arguments(OracleTrainConfig, args))))
     return 0
 
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate_model
 
-    report = evaluate_model(config_from_args(EvaluateConfig, args))
+    report = evaluate_model(from_arguments(EvaluateConfig, args))
     print(json.dumps(report["summary"], indent=2))
     return 0
 
