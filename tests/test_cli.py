@@ -48,3 +48,22 @@ def test_bad_toml_via_cli(tmp_path, capsys):
     concept = make_concept(tmp_path / "c", CONCEPT_TOML + "\n[prompts]\n")
     assert main(["invert", str(concept), "--out", str(tmp_path / "o"), "--model", "x"]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_every_option_help_names_its_default():
+    import argparse
+
+    from lego_inversion.cli import build_parser
+
+    def walk(parser):
+        for action in parser._actions:
+            if hasattr(action, "choices") and isinstance(action.choices, dict):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+            elif action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+                yield parser.prog, action
+
+    checked = list(walk(build_parser()))
+    assert len(checked) > 10
+    for prog, action in checked:
+        assert "default" in action.help.lower(), f"{prog} {action.option_strings[0]}"

@@ -52,7 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's help names its default: add "(default: X)" where the help does not already say it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
+            continue
+        default = action.default
+        if (not action.option_strings or action.help is argparse.SUPPRESS or default in (None, False, [])
+                or default is argparse.SUPPRESS or "default" in (action.help or "").lower()):
+            continue
+        action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
 
 
 def default_threads() -> tuple[int, str]:

@@ -21,6 +21,17 @@ from .errors import UserError
 
 METHODS = ("lego", "ti", "cl-only", "ss-only")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+SIMILARITIES = ("cosine", "dot")
+# Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
+# settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
+MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
+                  "context_similarity": "cosine"}
+
+
+# Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
+CAPTION_OPENINGS = ("a photo of", "a rendering of", "a cropped photo of", "a close-up photo of", "a good photo of",
+                    "a bright photo of", "a picture of", "an image of")
 
 
 def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
@@ -39,7 +50,8 @@ class InversionConfig:
 
     method: str = option("lego", "what to learn (Lego §5.5 ablation): lego, ti, cl-only or ss-only",
                          choices=METHODS, cli=False)
-    steps: int = option(400, "optimisation steps")
+    steps: int | None = option(None, "optimisation steps; None: the model's (400, unless its lego_inversion.json "
+                                     "sets another)")
     learning_rate: float | None = option(
         None, "AdamW learning rate; None: the model's (5e-3 for CLIP text encoders, as Textual Inversion; the "
         "toy model's lego_inversion.json sets its own)", flag="--lr")
@@ -47,7 +59,19 @@ class InversionConfig:
     batch_size: int = option(2, "images per image set per step (the subject and concept batches share one UNet "
                                 "call)")
     context_weight: float = option(1e-2, "λ of Eq. 3: weight of the Context Loss")
-    temperature: float = option(0.07, "τ of Eq. 2 (cosine similarity / τ)")
+    temperature: float = option(0.07, "τ of Eq. 2 (cosine similarity / τ; unused with --context-similarity dot)")
+    context_similarity: str | None = option(
+        None, "s(c, P) in Eq. 2: cosine (cosine / τ, ReVersion's form) or dot (c · P, no τ, as Eq. 2 is printed); "
+        "None: the model's (cosine)", choices=SIMILARITIES)
+    timestep_skew: float | None = option(
+        None, "α of the timestep distribution p(t) ∝ 1 - α·cos(π t / T): 0 uniform (Textual Inversion), 0.5 "
+        "ReVersion's importance sampling toward high noise, where shape, pose and count are decided; None: the "
+        "model's (0)")
+    caption_variants: int | None = option(
+        None, "caption templates per image set (Textual Inversion's augmentation): the concept's own template "
+        "plus N-1 rewordings of its 'a photo of' opening; None: the model's (1)")
+    lr_schedule: str | None = option(None, "learning-rate schedule after warm-up; None: the model's (constant)",
+                                     choices=LR_SCHEDULES)
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
@@ -68,7 +92,17 @@ class InversionConfig:
             raise UserError(f"--method {self.method!r} is not a method; choose one of: {', '.join(METHODS)}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UserError(f"mixed_precision must be one of {MIXED_PRECISION}, not {self.mixed_precision!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "validation_steps", "validation_images", "log_every"):
+        if self.steps is not None and int(self.steps) < 1:
+            raise UserError(f"steps must be at least 1, not {self.steps}")
+        if self.caption_variants is not None and not 1 <= int(self.caption_variants) <= len(CAPTION_OPENINGS):
+            raise UserError(f"caption_variants must lie in [1, {len(CAPTION_OPENINGS)}], not {self.caption_variants}")
+        if self.timestep_skew is not None and not 0.0 <= self.timestep_skew < 1.0:
+            raise UserError(f"timestep_skew must lie in [0, 1), not {self.timestep_skew}")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+        if self.context_similarity is not None and self.context_similarity not in SIMILARITIES:
+            raise UserError(f"context_similarity must be one of {SIMILARITIES}, not {self.context_similarity!r}")
+        for name in ("batch_size", "checkpoint_every", "validation_steps", "validation_images", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("validate_every", "lr_warmup_steps"):
@@ -101,6 +135,12 @@ class InversionConfig:
     # Settings that may change between a run and its --resume without changing what is being learned.
     RESUMABLE = ("steps", "checkpoint_every", "validate_every", "validation_steps", "validation_images",
                  "device", "log_every", "compile")
+
+    def resolved(self, model_defaults: dict[str, Any]) -> InversionConfig:
+        """This config with every model-dependent field left None filled from `model_defaults` (a model folder's
+        lego_inversion.json), else from MODEL_DEFAULTS; a bad value there is a one-line UserError."""
+        values = {k: model_defaults.get(k, v) for k, v in MODEL_DEFAULTS.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **values) if values else self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """Exemplar images prepared once per run: the trainer's per-step work is only sampling from these tensors.
 
-    exemplars = ExemplarSet.build(backbone, images, captions, resolution=512)
+    exemplars = ExemplarSet.build(backbone, images, captions, resolution=512)   # one caption per image
+    exemplars = ExemplarSet.build(backbone, images, [[c1, c2, c3], ...], 512)   # K alternatives per image
     latents, caption_idx, geometry = exemplars.sample(batch_size=2, choices=g_cpu, noise=g_device, flip_p=0.5)
     exemplars.ids[slot][caption_idx]       # token ids of each sample's caption
 
@@ -8,8 +9,9 @@ Each image is VAE-encoded once, both as is and horizontally flipped (the only au
 distribution's mean and std are kept; a step draws `mean + std * ε` (what `latent_dist.sample()` would
 give) without touching the VAE again. Captions are tokenized once, per text encoder, and stored once per
 *distinct* caption: with the default templates every image of a set shares one caption, and the trainer
-encodes it once per step instead of once per sample. Each image's original size and crop offset are kept too
-(`geometry`), for SDXL's micro-conditioning.
+encodes it once per step instead of once per sample. An image may have K alternative captions (Textual
+Inversion's template augmentation, `caption_variants`): each sample then takes one of them at random. Each
+image's original size and crop offset are kept too (`geometry`), for SDXL's micro-conditioning.
 
 Two generators drive a draw: `choices` (CPU: which images, which flips: small, and kept on the host so caption
 bookkeeping needs no device sync) and `noise` (on the model's device: the latent-sampling noise).
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .config import CAPTION_OPENINGS
 from .images import center_crop_resize, crop_geometry, load_image, to_tensor
 
 
@@ -32,13 +35,13 @@ class ExemplarSet:
     mean: torch.Tensor            # [N, 2, C, h, w]: index 1 on dim 1 is the flipped image
     std: torch.Tensor             # same shape; zeros for a VQ autoencoder
     ids: list[torch.Tensor]       # per text encoder: [U, L] for the U distinct captions
-    caption_index: torch.Tensor   # [N] (CPU): image -> row of `ids`
-    captions: list[str]           # per image
+    caption_index: torch.Tensor   # [N, K] (CPU): image, alternative -> row of `ids`
+    captions: list[list[str]]     # per image, its K alternative captions
     geometry: torch.Tensor        # [N, 2, 4] (CPU): original height, width, crop top, left (index 1: flipped)
 
     @classmethod
     @torch.no_grad()
-    def build(cls, backbone, images: list[Path], captions: list[str], resolution: int,
+    def build(cls, backbone, images: list[Path], captions: list[str] | list[list[str]], resolution: int,
               chunk: int = 4) -> ExemplarSet:
         loaded = [load_image(p) for p in images]
         geometry = torch.tensor([[crop_geometry(*im.size, resolution, flipped) for flipped in (False, True)]
@@ -52,9 +55,12 @@ class ExemplarSet:
             stds.append(s)
         mean = torch.cat(means).unflatten(0, (len(images), 2))
         std = torch.cat(stds).unflatten(0, (len(images), 2))
-        distinct = list(dict.fromkeys(captions))
-        index = torch.tensor([distinct.index(c) for c in captions])
-        return cls(mean=mean, std=std, ids=backbone.tokenize(distinct), caption_index=index, captions=list(captions),
+        options = [[c] if isinstance(c, str) else list(c) for c in captions]
+        if len({len(o) for o in options}) != 1 or not options[0]:
+            raise ValueError("every image needs the same number (>= 1) of alternative captions")
+        distinct = list(dict.fromkeys(c for o in options for c in o))
+        index = torch.tensor([[distinct.index(c) for c in o] for o in options])
+        return cls(mean=mean, std=std, ids=backbone.tokenize(distinct), caption_index=index, captions=options,
                    geometry=geometry)
 
     def __len__(self) -> int:
@@ -69,7 +75,18 @@ class ExemplarSet:
         """
         idx = torch.randint(len(self), (batch_size,), generator=choices)
         flip = (torch.rand(batch_size, generator=choices) < flip_p).long()
+        k = self.caption_index.shape[1]  # one alternative: no extra draw, so the random stream is unchanged
+        alt = torch.randint(k, (batch_size,), generator=choices) if k > 1 else torch.zeros(batch_size, dtype=torch.long)
         eps = torch.randn((batch_size, *self.mean.shape[2:]), generator=noise, device=noise.device)
         idx_d, flip_d = idx.to(self.mean.device), flip.to(self.mean.device)
         latents = self.mean[idx_d, flip_d] + self.std[idx_d, flip_d] * eps.to(self.mean.device)
-        return latents, self.caption_index[idx], self.geometry[idx, flip]
+        return latents, self.caption_index[idx, alt], self.geometry[idx, flip]
+
+
+def caption_variants(caption: str, n: int) -> list[str]:
+    """The caption and n-1 rewordings of its "a photo of" opening (Textual Inversion's template augmentation);
+    a caption that does not open that way has no rewordings and is used as is."""
+    if n <= 1 or not caption.startswith(CAPTION_OPENINGS[0] + " "):
+        return [caption] * max(n, 1)
+    rest = caption[len(CAPTION_OPENINGS[0]):]
+    return [opening + rest for opening in CAPTION_OPENINGS[:n]]

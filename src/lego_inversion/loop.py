@@ -17,6 +17,7 @@ at a step boundary, so resuming continues exactly as if uninterrupted.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from collections.abc import Iterator
@@ -166,3 +167,14 @@ def _after_step(run, terms: dict[str, torch.Tensor], writer, bar) -> None:
         run.save_checkpoint()
     if cfg.validate_every and run.step % cfg.validate_every == 0 and not run.finished:
         run.validate(writer)
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier after `step` optimizer steps: linear warm-up over `warmup` steps, then constant,
+    cosine or linear decay to 0 at `steps`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress

@@ -1,7 +1,9 @@
 """Lego's two losses: the inversion loss (Eq. 1) and the Context Loss (Eq. 2); Eq. 3 combines them.
 
     from lego_inversion.losses import context_loss, diffusion_target, diffusion_loss
-    l_ctx = context_loss(concept_embeds, positives, negatives, temperature=0.07)     # Eq. 2
+    l_ctx = context_loss(concept_embeds, positives, negatives, temperature=0.07)     # Eq. 2 (cosine / τ)
+    l_ctx = context_loss(concept_embeds, positives, negatives, similarity="dot")     # Eq. 2 as printed
+    p = timestep_probabilities(1000, skew=0.5)   # ReVersion's importance sampling of t
     target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
     l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
 
@@ -19,14 +21,19 @@ def context_loss(
     positives: list[torch.Tensor],
     negatives: list[torch.Tensor],
     temperature: float = 0.07,
+    similarity: str = "cosine",
 ) -> torch.Tensor:
     """Multi-positive InfoNCE of Eq. 2 (Lego §4.4), summed over the n concept tokens.
 
         L = -Σ_i log( Σ_k exp(s(c_i, P_ik)/τ) / (Σ_k exp(s(c_i, P_ik)/τ) + Σ_k exp(s(c_i, N_ik)/τ)) )
 
-    with s the cosine similarity. `concept_embeds` is [n, d]; `positives[i]` is [p_i, d] and `negatives[i]` is
-    [q_i, d]. Computed with logsumexp, so it is exact and stable even for tiny τ. Returns a scalar.
+    with s the cosine similarity divided by τ (`similarity="cosine"`, ReVersion's form), or the plain dot
+    product c · P as Eq. 2 is printed (`similarity="dot"`, τ unused). `concept_embeds` is [n, d]; `positives[i]`
+    is [p_i, d] and `negatives[i]` is [q_i, d]. Computed with logsumexp, so it is exact and stable even for tiny
+    τ. Returns a scalar.
     """
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', not {similarity!r}")
     if concept_embeds.dim() != 2:
         raise ValueError(f"concept_embeds must be [n, d], got shape {tuple(concept_embeds.shape)}")
     n = concept_embeds.shape[0]
@@ -39,13 +46,27 @@ def context_loss(
     for c, pos, neg in zip(concept_embeds, positives, negatives):
         if pos.shape[0] == 0 or neg.shape[0] == 0:
             raise ValueError("every concept token needs at least one positive and one negative embedding")
-        c = F.normalize(c.float(), dim=-1)
-        pos_logits = F.normalize(pos.float(), dim=-1) @ c / temperature
-        neg_logits = F.normalize(neg.float(), dim=-1) @ c / temperature
+        if similarity == "dot":
+            pos_logits, neg_logits = pos.float() @ c.float(), neg.float() @ c.float()
+        else:
+            c = F.normalize(c.float(), dim=-1)
+            pos_logits = F.normalize(pos.float(), dim=-1) @ c / temperature
+            neg_logits = F.normalize(neg.float(), dim=-1) @ c / temperature
         log_num = torch.logsumexp(pos_logits, dim=0)
         log_den = torch.logsumexp(torch.cat([pos_logits, neg_logits]), dim=0)
         total = total + (log_den - log_num)
     return total
+
+
+def timestep_probabilities(num_timesteps: int, skew: float) -> torch.Tensor:
+    """p(t) ∝ 1 - skew·cos(π t / T) over t = 0..T-1 (ReVersion's relation-focal importance sampling, α = skew):
+    skew 0 is uniform (Textual Inversion); skew > 0 favours high noise levels, where the sampler decides shape,
+    pose and count. Returns [T] probabilities summing to 1."""
+    if not 0.0 <= skew < 1.0:
+        raise ValueError(f"skew must lie in [0, 1), not {skew}")
+    t = torch.arange(num_timesteps, dtype=torch.float64)
+    weights = 1.0 - skew * torch.cos(torch.pi * t / num_timesteps)
+    return (weights / weights.sum()).float()
 
 
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

@@ -36,10 +36,11 @@ from .concept import ConceptSpec, load_concept
 from .config import InversionConfig
 from .documents import read_document
 from .errors import UserError
-from .exemplars import ExemplarSet
+from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
-from .losses import context_loss, diffusion_loss, diffusion_target
+from .loop import lr_factor
+from .losses import context_loss, diffusion_loss, diffusion_target, timestep_probabilities
 from .prompts import fill
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -72,6 +73,7 @@ class InversionRun:
                  alias: str = ""):
         if config.learning_rate is None:  # the model's default; config.json records the value used
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
+        config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
             spec = with_context_words(spec, backbone)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
@@ -87,12 +89,14 @@ class InversionRun:
         self.resolution = config.resolution or backbone.resolution
         subject_text = self.internal[self.subject_token] if self.subject_token else spec.subject_init
         concept_text = " ".join(self.internal[t] for t in spec.tokens)
+        variants = config.caption_variants
         self.with_set = ExemplarSet.build(
-            backbone, spec.with_images, [spec.caption(p, "with", subject_text, concept_text)
+            backbone, spec.with_images, [caption_variants(spec.caption(p, "with", subject_text, concept_text), variants)
                                          for p in spec.with_images], self.resolution)
         self.without_set = ExemplarSet.build(
-            backbone, spec.without_images, [spec.caption(p, "without", subject_text, concept_text)
-                                            for p in spec.without_images], self.resolution) \
+            backbone, spec.without_images, [caption_variants(spec.caption(p, "without", subject_text, concept_text),
+                                                             variants) for p in spec.without_images],
+            self.resolution) \
             if self.subject_token else None
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
@@ -100,9 +104,8 @@ class InversionRun:
         cuda = backbone.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
                                            weight_decay=config.weight_decay, fused=True if cuda else None)
-        warmup = config.lr_warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+            self.optimizer, lambda s: lr_factor(s, config.steps, config.lr_warmup_steps, config.lr_schedule))
         self.amp_dtype = AMP_DTYPES.get(config.mixed_precision) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         # Two streams: image/flip choices on the CPU (caption bookkeeping needs no device sync), noise and
@@ -110,6 +113,7 @@ class InversionRun:
         self.generators = {"choices": torch.Generator().manual_seed(config.seed),
                            "noise": torch.Generator(backbone.device).manual_seed(config.seed + 0x9E3779B9)}
         self.step = 0
+        self._t_probs = None
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -157,8 +161,14 @@ class InversionRun:
             groups.insert(0, (self.without_set, subj_captions, False))
         noise = torch.randn(latents.shape, generator=g["noise"], device=g["noise"].device).to(latents.device)
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(steps, (latents.shape[0],), generator=g["noise"],
-                                  device=g["noise"].device).to(latents.device)
+        if cfg.timestep_skew:  # ReVersion's importance sampling; uniform (below) keeps Textual Inversion's stream
+            if self._t_probs is None:
+                self._t_probs = timestep_probabilities(steps, cfg.timestep_skew).to(g["noise"].device)
+            timesteps = torch.multinomial(self._t_probs, latents.shape[0], replacement=True,
+                                          generator=g["noise"]).to(latents.device)
+        else:
+            timesteps = torch.randint(steps, (latents.shape[0],), generator=g["noise"],
+                                      device=g["noise"].device).to(latents.device)
         return Draw(latents, noise, timesteps, geometry, groups, n_subject)
 
     def loss_terms(self, prediction: torch.Tensor, draw: Draw) -> dict[str, torch.Tensor]:
@@ -172,7 +182,8 @@ class InversionRun:
             terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
         if self.context_sets is not None:
-            ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature)
+            ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature,
+                                                         cfg.context_similarity)
                       for slot, ids, (pos, neg) in zip(bb.slots, self.concept_ids, self.context_sets))
             terms["loss_context"] = ctx
             total = total + cfg.context_weight * ctx

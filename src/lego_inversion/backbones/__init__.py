@@ -63,6 +63,13 @@ def from_pipeline(pipe, model_id: str | None = None) -> Backbone:
         values = read_document(settings, fix="it holds the model's defaults, e.g. {\"guidance_scale\": 3.0}")
         backbone.default_guidance_scale = float(values.get("guidance_scale", backbone.default_guidance_scale))
         backbone.default_learning_rate = float(values.get("learning_rate", backbone.default_learning_rate))
+        from ..config import MODEL_DEFAULTS
+
+        unknown = sorted(set(values) - {"guidance_scale", "learning_rate", *MODEL_DEFAULTS})
+        if unknown:
+            raise UserError(f"{settings}: unknown key {unknown[0]!r}; known: guidance_scale, learning_rate, "
+                            f"{', '.join(MODEL_DEFAULTS)}")
+        backbone.inversion_defaults = {k: v for k, v in values.items() if k in MODEL_DEFAULTS}
     return backbone
 
 

@@ -71,6 +71,8 @@ class Backbone:
     # setting for CLIP text encoders; a model folder's lego_inversion.json can override it (the toy model's
     # 1e-2 was chosen by the toy-world sweep, docs/toyworld_benchmark.md)
     default_learning_rate = 5e-3
+    # InversionConfig fields a model folder's lego_inversion.json sets (config.MODEL_DEFAULTS otherwise)
+    inversion_defaults: dict = {}
 
     def __init__(self, pipe, slots: list[TextSlot], model_id: str):
         self.pipe = pipe
