@@ -82,3 +82,27 @@ def test_duplicate_run_folders_are_refused(tiny_sd, concept_dir, tmp_path):
         invert_many([concept_dir, concept_dir], ["lego"], [0], tmp_path / "s", InversionConfig(**FAST),
                     model=str(tiny_sd))
     assert not (tmp_path / "s").exists()
+
+
+def test_torchrun_shards_the_runs_between_processes(tiny_sd, concept_dir, tmp_path):
+    """Under a 2-process launch each process trains its own share of the runs, and together they write every
+    run folder once, each equal in layout to a one-process sweep's."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    args = ["invert", str(concept_dir), "--method", "lego", "ti", "--seed", "0", "1", "--model", str(tiny_sd),
+            "--steps", "2", "--validation-steps", "1", "--validation-images", "1", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", LEGO_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port, "-m", "lego_inversion", *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == sorted(f"{concept_dir.name}-{m}-s{s}" for m in ("lego", "ti") for s in (0, 1))
+    shares = [line for line in proc.stdout.splitlines() if "runs written" in line]
+    assert sorted(shares) == ["2 runs written under " + str(tmp_path / "two")] * 2  # 2 + 2, not 4 + 4
+    for name in names:
+        assert (tmp_path / "two" / name / "learned_embeds.safetensors").is_file()

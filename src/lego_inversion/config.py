@@ -26,7 +26,7 @@ SIMILARITIES = ("cosine", "dot")
 # Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
-                  "context_similarity": "cosine"}
+                  "context_similarity": "cosine", "vectors_per_token": 1}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -70,6 +70,9 @@ class InversionConfig:
     caption_variants: int | None = option(
         None, "caption templates per image set (Textual Inversion's augmentation): the concept's own template "
         "plus N-1 rewordings of its 'a photo of' opening; None: the model's (1)")
+    vectors_per_token: int | None = option(
+        None, "embedding vectors learned for each [[concept]] token (<melted> -> <melted> <melted_1> ...; each "
+        "with the token's init word and context sets); None: the model's (1)")
     lr_schedule: str | None = option(None, "learning-rate schedule after warm-up; None: the model's (constant)",
                                      choices=LR_SCHEDULES)
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
@@ -96,6 +99,8 @@ class InversionConfig:
             raise UserError(f"steps must be at least 1, not {self.steps}")
         if self.caption_variants is not None and not 1 <= int(self.caption_variants) <= len(CAPTION_OPENINGS):
             raise UserError(f"caption_variants must lie in [1, {len(CAPTION_OPENINGS)}], not {self.caption_variants}")
+        if self.vectors_per_token is not None and not 1 <= int(self.vectors_per_token) <= 8:
+            raise UserError(f"vectors_per_token must lie in [1, 8], not {self.vectors_per_token}")
         if self.timestep_skew is not None and not 0.0 <= self.timestep_skew < 1.0:
             raise UserError(f"timestep_skew must lie in [0, 1), not {self.timestep_skew}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:

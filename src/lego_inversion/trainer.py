@@ -76,6 +76,11 @@ class InversionRun:
         config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
             spec = with_context_words(spec, backbone)
+        if config.vectors_per_token > 1:  # <cpt> -> <cpt> <cpt_1> ...: more tokens, each learned like the first
+            spec = dataclasses.replace(spec, concepts=[
+                dataclasses.replace(c, token=c.token if j == 0 else (f"{c.token[:-1]}_{j}>" if c.token.endswith(">")
+                                                                      else f"{c.token}_{j}"))
+                for c in spec.concepts for j in range(config.vectors_per_token)])
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
