@@ -70,30 +70,33 @@ def build_blip2(path: Path, text: str = "t5", seed: int = 0) -> Path:
     return path
 
 
+def _dual_tower_model(path: Path, seed: int, model_cls, config_cls, processor, sizes: tuple[int, int]) -> Path:
+    """A tiny CLIP-style (text + vision tower) model and its processor, saved to `path`."""
+    torch.manual_seed(seed)
+    tok = word_tokenizer(bos=True, eos=True, extra=())
+    model = model_cls(config_cls(**_dual_tower(len(tok), *sizes))).eval()
+    model.save_pretrained(path)
+    processor(tok).save_pretrained(path)
+    return path
+
+
 def build_owlv2(path: Path, seed: int = 0) -> Path:
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-    torch.manual_seed(seed)
-    tok = word_tokenizer(bos=True, eos=True, extra=())
-    cfg = Owlv2Config(**_dual_tower(len(tok), 16, 32))
-    model = Owlv2ForObjectDetection(cfg).eval()
-    proc = Owlv2Processor(Owlv2ImageProcessor(size={"height": 32, "width": 32}), tok)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    def processor(tok):
+        return Owlv2Processor(Owlv2ImageProcessor(size={"height": 32, "width": 32}), tok)
+
+    return _dual_tower_model(path, seed, Owlv2ForObjectDetection, Owlv2Config, processor, (16, 32))
 
 
 def build_clip(path: Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    torch.manual_seed(seed)
-    tok = word_tokenizer(bos=True, eos=True, extra=())
-    cfg = CLIPConfig(**_dual_tower(len(tok), 32, 16))
-    model = CLIPModel(cfg).eval()
-    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tok)
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    def processor(tok):
+        return CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                             tok)
+
+    return _dual_tower_model(path, seed, CLIPModel, CLIPConfig, processor, (32, 16))
 
 
 def build_dino(path: Path, seed: int = 0) -> Path:
