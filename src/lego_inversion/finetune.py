@@ -1,0 +1,163 @@
+"""Trainable UNet parts for the paper's fine-tuning baselines (Lego §5.1–5.2, Fig. 6): DreamBooth with LoRA and
+Custom Diffusion. The base weights are never changed, in memory or on disk: each method adds its own modules.
+
+    from lego_inversion.finetune import add_lora, add_custom_diffusion, save_unet_parts, apply_unet_parts
+    params = add_lora(unet, rank=4, alpha=4.0, target_modules=("to_q", "to_k", "to_v", "to_out.0"))
+    params = add_custom_diffusion(unet)              # K and V of every cross-attention, initialised from the base
+    save_unet_parts(run_dir, backbone, "dreambooth") # RUN/pytorch_lora_weights.safetensors
+    apply_unet_parts(backbone, run_dir)              # generation: a run's parts on a loaded backbone
+    remove_unet_parts(backbone)                      # back to the base UNet
+
+DreamBooth (Ruiz et al., CVPR 2023) fine-tunes the denoiser on the exemplars, captioned with an identifier
+token; here the denoiser's attention projections get low-rank adapters (LoRA, Hu et al., ICLR 2022) through
+PEFT, as diffusers' train_dreambooth_lora.py does. The written file is the diffusers LoRA format, so
+`pipe.load_lora_weights(RUN, weight_name="pytorch_lora_weights.safetensors")` loads it (SD 1.x/2.x, SDXL), and
+`unet.load_lora_adapter(RUN, weight_name=..., prefix="unet")` on pipelines without the LoRA loader (LDM-256,
+the toy model).
+
+Custom Diffusion (Kumari et al., CVPR 2023, §3.1) fine-tunes only the key and value projections of the
+cross-attention layers (W_k, W_v: text features -> keys/values), plus the new token's embedding. diffusers'
+`CustomDiffusionAttnProcessor` holds the copies, and `pipe.unet.load_attn_procs(RUN, weight_name=
+"pytorch_custom_diffusion_weights.safetensors", _pipeline=pipe)` loads the file (diffusers 0.42 installs the
+processors only when `_pipeline` is passed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+CUSTOM_DIFFUSION_FILE = "pytorch_custom_diffusion_weights.safetensors"
+LORA_ADAPTER = "lego"
+METHOD_FILES = {"dreambooth": LORA_FILE, "custom-diffusion": CUSTOM_DIFFUSION_FILE}
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' train_dreambooth_lora.py
+
+
+def add_lora(unet, rank: int = 4, alpha: float | None = None,
+             target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> list[torch.nn.Parameter]:
+    """Add LoRA adapters (rank `rank`, scale alpha / rank) to the UNet's modules named by `target_modules`;
+    returns their trainable parameters (fp32). The base weights stay frozen and unchanged."""
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise UserError(f"lora_rank must be at least 1, not {rank}")
+    names = {name for name, _ in unet.named_modules()}
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise UserError(f"lora_targets: the UNet has no module named {missing[0]!r}; e.g. "
+                        f"{', '.join(DEFAULT_LORA_TARGETS)}")
+    config = LoraConfig(r=rank, lora_alpha=float(alpha if alpha is not None else rank), init_lora_weights="gaussian",
+                        target_modules=list(target_modules))
+    unet.add_adapter(config, adapter_name=LORA_ADAPTER)
+    params = [p for name, p in unet.named_parameters() if "lora_" in name]
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return params
+
+
+def _cross_attention_layers(unet) -> dict[str, torch.nn.Module]:
+    """processor name -> Attention module, for every attention layer of the UNet."""
+    return {name: unet.get_submodule(name[: -len(".processor")]) for name in unet.attn_processors}
+
+
+def add_custom_diffusion(unet) -> list[torch.nn.Parameter]:
+    """Custom Diffusion's processors on every attention layer: trainable copies of W_k and W_v in the
+    cross-attention layers (initialised from the base), plain processors elsewhere. Returns the trainable
+    parameters (fp32)."""
+    from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
+
+    if not hasattr(unet, "_lego_base_processors"):
+        unet._lego_base_processors = dict(unet.attn_processors)  # restored by remove_unet_parts
+    processors = {}
+    for name, attn in _cross_attention_layers(unet).items():
+        cross = attn.is_cross_attention
+        proc = CustomDiffusionAttnProcessor(train_kv=cross, train_q_out=False, hidden_size=attn.to_k.out_features,
+                                            cross_attention_dim=attn.to_k.in_features if cross else None)
+        if cross:
+            with torch.no_grad():
+                proc.to_k_custom_diffusion.weight.copy_(attn.to_k.weight.float())
+                proc.to_v_custom_diffusion.weight.copy_(attn.to_v.weight.float())
+        processors[name] = proc.to(unet.device)
+    params = [p for proc in processors.values() for p in proc.parameters()]
+    unet.set_attn_processor(processors)  # (it empties the dict it is given)
+    return params
+
+
+def save_unet_parts(run_dir: str | Path, backbone, method: str) -> Path:
+    """Write a fine-tuning method's UNet parts into the run folder in diffusers' own format (atomically)."""
+    from .atomic import atomic_path
+
+    run_dir = Path(run_dir)
+    target = run_dir / METHOD_FILES[method]
+    with atomic_path(target) as tmp:
+        if method == "dreambooth":
+            from diffusers import StableDiffusionPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(backbone.unet, adapter_name=LORA_ADAPTER)
+            layers = {k: v.detach().float().cpu().contiguous()
+                      for k, v in convert_state_dict_to_diffusers(state).items()}
+            StableDiffusionPipeline.save_lora_weights(tmp.parent, unet_lora_layers=layers, weight_name=tmp.name)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(custom_diffusion_state(backbone.unet), str(tmp))
+    return target
+
+
+def custom_diffusion_state(unet) -> dict[str, torch.Tensor]:
+    """The Custom Diffusion file's tensors, laid out as diffusers' `save_attn_procs` lays them out in its `.bin`
+    format: each cross-attention's K/V copies, and an empty tensor under each other attention processor's name
+    (diffusers' safetensors writer drops those empty entries, and its loader then rejects the file because the
+    number of processors no longer matches the UNet's attention layers)."""
+    state = {}
+    for name, proc in unet.attn_processors.items():
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in proc.state_dict().items()} \
+            if isinstance(proc, torch.nn.Module) else {}
+        if weights:
+            state.update({f"{name}.{k}": v for k, v in weights.items()})
+        else:
+            state[name] = torch.zeros(0)
+    return state
+
+
+def apply_unet_parts(backbone, run_dir: str | Path) -> str | None:
+    """Load a run's fine-tuned UNet parts (if the run has any) onto `backbone`; returns the method or None."""
+    run_dir = Path(run_dir)
+    for method, name in METHOD_FILES.items():
+        if not (run_dir / name).is_file():
+            continue
+        try:
+            if method == "dreambooth":
+                backbone.unet.load_lora_adapter(str(run_dir), weight_name=name, prefix="unet",
+                                                adapter_name=LORA_ADAPTER)
+            else:
+                if not hasattr(backbone.unet, "_lego_base_processors"):
+                    backbone.unet._lego_base_processors = dict(backbone.unet.attn_processors)
+                # `_pipeline`: diffusers 0.42 installs the loaded processors only when it is given
+                backbone.unet.load_attn_procs(str(run_dir), weight_name=name, _pipeline=backbone.pipe)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise UserError(f"{run_dir / name}: cannot load it onto {backbone.model_id} ({exc}); use the run's "
+                            "base model") from None
+        return method
+    return None
+
+
+def remove_unet_parts(backbone) -> None:
+    """Back to the base UNet: drop LoRA adapters and custom attention processors."""
+    unet = backbone.unet
+    if getattr(unet, "peft_config", None):
+        unet.delete_adapters(list(unet.peft_config))
+    base = unet.__dict__.pop("_lego_base_processors", None)
+    if base is not None:
+        unet.set_attn_processor(dict(base))
+
+
+def trainable_count(params: list[torch.nn.Parameter]) -> int:
+    return sum(p.numel() for p in params)
