@@ -37,7 +37,8 @@ def test_parts_train_save_and_load_through_diffusers(tiny_sd, tmp_path, method):
     backbone = load_backbone(str(tiny_sd))
     frozen = snapshot(backbone)
     base = _unet_out(backbone.unet)
-    params = add_lora(backbone.unet, rank=2) if method == "dreambooth" else add_custom_diffusion(backbone.unet)
+    params = add_lora(backbone.unet, rank=2, alpha=4.0) if method == "dreambooth" \
+        else add_custom_diffusion(backbone.unet)
     assert params and all(p.requires_grad and p.dtype == torch.float32 for p in params)
     if method == "custom-diffusion":
         assert len(params) == 2 * 4  # W_k and W_v of each of the tiny UNet's 4 cross-attention layers
@@ -83,3 +84,23 @@ def test_bad_lora_settings_are_one_line_errors(tiny_sd):
         add_lora(backbone.unet, rank=0)
     with pytest.raises(UserError, match="no module named 'to_qq'"):
         add_lora(backbone.unet, rank=2, target_modules=("to_qq",))
+
+
+def test_kohya_export_loads_through_diffusers_with_the_same_scale(tiny_sd, tmp_path):
+    """Automatic1111 / ComfyUI / kohya read the kohya-ss layout (lora_down / lora_up / alpha); diffusers' own
+    converter reads it too, so a round trip through it checks names and the alpha / rank scale."""
+    from safetensors.torch import save_file
+
+    from lego_inversion.finetune import lora_to_kohya
+
+    backbone = load_backbone(str(tiny_sd))
+    _train_a_little(add_lora(backbone.unet, rank=2, alpha=4.0), backbone.unet)
+    tuned = _unet_out(backbone.unet)
+    save_unet_parts(tmp_path, backbone, "dreambooth")
+    kohya = lora_to_kohya(tmp_path)
+    assert all(k.startswith("lora_unet_") for k in kohya)
+    assert {float(v) for k, v in kohya.items() if k.endswith(".alpha")} == {4.0}
+    save_file(kohya, str(tmp_path / "melted_lora.safetensors"))
+    pipe = DiffusionPipeline.from_pretrained(str(tiny_sd))
+    pipe.load_lora_weights(str(tmp_path), weight_name="melted_lora.safetensors")
+    torch.testing.assert_close(_unet_out(pipe.unet), tuned, rtol=1e-4, atol=1e-5)

@@ -97,13 +97,14 @@ def save_unet_parts(run_dir: str | Path, backbone, method: str) -> Path:
     with atomic_path(target) as tmp:
         if method == "dreambooth":
             from diffusers import StableDiffusionPipeline
-            from diffusers.utils import convert_state_dict_to_diffusers
             from peft.utils import get_peft_model_state_dict
 
             state = get_peft_model_state_dict(backbone.unet, adapter_name=LORA_ADAPTER)
-            layers = {k: v.detach().float().cpu().contiguous()
-                      for k, v in convert_state_dict_to_diffusers(state).items()}
-            StableDiffusionPipeline.save_lora_weights(tmp.parent, unet_lora_layers=layers, weight_name=tmp.name)
+            layers = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+            config = backbone.unet.peft_config[LORA_ADAPTER].to_dict()
+            metadata = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+            StableDiffusionPipeline.save_lora_weights(tmp.parent, unet_lora_layers=layers, weight_name=tmp.name,
+                                                      unet_lora_adapter_metadata=metadata)
         else:
             from safetensors.torch import save_file
 
@@ -157,6 +158,43 @@ def remove_unet_parts(backbone) -> None:
     base = unet.__dict__.pop("_lego_base_processors", None)
     if base is not None:
         unet.set_attn_processor(dict(base))
+
+
+def lora_to_kohya(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """A run's LoRA in the kohya-ss layout that Automatic1111, ComfyUI and kohya load: per module
+    `lora_unet_<module path with _>.lora_down.weight` (A), `.lora_up.weight` (B) and `.alpha` (scale = alpha / rank)."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / LORA_FILE
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        meta = fh.metadata() or {}
+    alpha = _lora_alpha(meta)
+    out = {}
+    for key, value in tensors.items():
+        if not key.startswith("unet.") or ".lora_" not in key:
+            continue
+        module, _, part = key[len("unet."):].partition(".lora_")
+        name = "lora_unet_" + module.replace(".", "_")
+        down = part.startswith("A")
+        out[f"{name}.{'lora_down' if down else 'lora_up'}.weight"] = value.contiguous()
+        if down:
+            out[f"{name}.alpha"] = torch.tensor(float(alpha if alpha is not None else value.shape[0]))
+    if not out:
+        raise UserError(f"{path}: no UNet LoRA weights in it")
+    return out
+
+
+def _lora_alpha(meta: dict[str, str]) -> float | None:
+    """lora_alpha recorded in a diffusers LoRA file's metadata (`lora_adapter_metadata`: {"unet.lora_alpha": ...})."""
+    import json
+
+    try:
+        data = json.loads(meta.get("lora_adapter_metadata", "{}"))
+    except ValueError:
+        return None
+    value = next((v for k, v in data.items() if k.split(".")[-1] == "lora_alpha"), None)
+    return float(value) if value is not None else None
 
 
 def trainable_count(params: list[torch.nn.Parameter]) -> int:
