@@ -3,7 +3,7 @@
     lego invert CONCEPT_DIR [DIR ...] --out OUT [--model ID_OR_PATH] [--method M [M ...]] [--seed S [S ...]]
                 [--resume] [--steps N] [--lr LR] ...   (every InversionConfig field is a flag: config.py)
     lego generate --concept OUT_DIR [--concept OTHER] --prompt P --out DIR [--overwrite] [--model M] [--num-images N]
-                  [--seed S] [--subject S] [--about NAME] [--no-progress] ...
+                  [--seed S] [--subject S] [--about NAME] [--attend-and-excite WORD [WORD ...]] [--no-progress] ...
     lego export OUT_DIR --format a1111|comfyui|kohya|diffusers [--out DIR_OR_FILE] [--include-subject]
 """
 
@@ -63,6 +63,7 @@ def register(subparsers) -> None:
                    help="plain prompts only: the concept this baseline image set stands for, recorded in "
                         "images.jsonl so that it pairs with a learned set by concept, subject and seed; repeat for "
                         "a composition (default: none; with --concept the loaded concepts are recorded)")
+    _add_excite_arguments(g)
     g.add_argument("--batch-size", type=int, default=4, help="images per sampler call (default: %(default)s)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", default="float32", help="float32, fp16 or bf16 (default: %(default)s)")
@@ -90,6 +91,60 @@ def register(subparsers) -> None:
     e.add_argument("--include-subject", action="store_true",
                    help="also export the <subj> token (as <name>-subject for a1111/comfyui/kohya)")
     e.set_defaults(func=run_export)
+
+
+def _add_excite_arguments(g) -> None:
+    """Attend-and-Excite (Chefer et al. 2023) flags; defaults are the authors' and diffusers' (attend_excite.py)."""
+    from .attend_excite import ExciteSettings
+
+    d = ExciteSettings()
+    g.add_argument("--attend-and-excite", nargs="+", default=None, metavar="WORD",
+                   help="excite these words of every prompt while sampling (Attend-and-Excite, Chefer et al. 2023): "
+                        "plain words (ball), tokens (<melted>) or concept placeholders ({melted}); recorded as method "
+                        "attend-excite (default: off)")
+    g.add_argument("--ae-steps", type=int, default=None, metavar="N",
+                   help=f"excite during the first N sampler steps (default: {d.max_step}, of 50)")
+    g.add_argument("--ae-thresholds", nargs="+", default=None, metavar="STEP:T",
+                   help="iterative refinement: at STEP, update until every word's smoothed maximum attention is >= T "
+                        f"(default: {' '.join(f'{s}:{t}' for s, t in d.thresholds)})")
+    g.add_argument("--ae-max-refinement", type=int, default=None, metavar="N",
+                   help=f"at most N updates per refinement (default: {d.max_refinement})")
+    g.add_argument("--ae-scale-factor", type=float, default=None, metavar="F",
+                   help=f"step size α_t = scale factor · sqrt(scale range at step t) (default: {d.scale_factor:g})")
+    g.add_argument("--ae-scale-range", type=float, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help=f"interpolated over the sampler steps (default: {d.scale_range[0]:g} {d.scale_range[1]:g})")
+    g.add_argument("--ae-sigma", type=float, default=None, metavar="S",
+                   help=f"Gaussian smoothing of the attention maps (default: {d.sigma:g})")
+    g.add_argument("--ae-kernel-size", type=int, default=None, metavar="K",
+                   help=f"odd side of the smoothing kernel (default: {d.kernel_size})")
+    g.add_argument("--ae-no-smoothing", action="store_true", help="no Gaussian smoothing (default: smoothing)")
+    g.add_argument("--ae-resolution", type=int, default=None, metavar="R",
+                   help="use the R×R cross-attention maps (default: the side nearest to max(latent side / 4, 8): "
+                        "16 on SD 1.x at 512 px, 32 on SDXL, 8 on LDM-256 and the toy model)")
+
+
+def _excite_settings(args):
+    """ExciteSettings from the --ae-* flags (None without --attend-and-excite; the flags alone are an error)."""
+    from .attend_excite import ExciteSettings
+    from .errors import UserError
+
+    given = {k: v for k, v in vars(args).items() if k.startswith("ae_") and v not in (None, False)}
+    if args.attend_and_excite is None:
+        if given:
+            raise UserError(f"--{next(iter(given)).replace('_', '-')} needs --attend-and-excite WORD ...")
+        return None
+    thresholds = ExciteSettings().thresholds
+    if args.ae_thresholds is not None:
+        try:
+            thresholds = tuple((int(a), float(b)) for a, b in (t.split(":") for t in args.ae_thresholds))
+        except ValueError:
+            raise UserError(f"--ae-thresholds {' '.join(args.ae_thresholds)}: write STEP:T, e.g. 0:0.05 10:0.5"
+                            ) from None
+    fields = {"max_step": args.ae_steps, "max_refinement": args.ae_max_refinement, "scale_factor": args.ae_scale_factor,
+              "scale_range": args.ae_scale_range, "sigma": args.ae_sigma, "kernel_size": args.ae_kernel_size,
+              "resolution": args.ae_resolution}
+    return ExciteSettings(thresholds=thresholds, smooth=not args.ae_no_smoothing,
+                          **{k: v for k, v in fields.items() if v is not None})
 
 
 def run_invert(args) -> int:
@@ -128,21 +183,30 @@ def run_generate(args) -> int:
     for name in about:
         if not name or "+" in name:
             raise UserError(f"--about {name!r}: give a concept name (not empty, no '+')")
+    excite = _excite_settings(args)
     check_output_folder(args.out, overwrite=args.overwrite)
     if args.no_progress:
         quiet_progress_bars()
     gen = load_generator(args.model, args.concept, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
     expanded = {p: gen.expand_prompt(p, where="--prompt") for p in args.prompt}  # bad placeholders fail here
+    words = args.attend_and_excite
+    if excite is not None:  # a word missing from a prompt fails here, before any sampling
+        gen.excite_positions(list(args.prompt), words)
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
     images = gen.generate(prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                           batch_size=args.batch_size, negative_prompt=args.negative_prompt,
-                          progress=not args.no_progress)
-    concepts, method = tuple(gen.concepts) or about, _method(gen)
+                          progress=not args.no_progress, excite=words, excite_settings=excite)
+    concepts, method, extra = tuple(gen.concepts) or about, _method(gen), {}
+    if excite is not None:  # the paper's baseline for a plain prompt; "<method>+attend-excite" on learned concepts
+        from .attend_excite import METHOD
+
+        method = METHOD if not gen.concepts else (f"{method}+{METHOD}" if method else None)
+        extra = {"excite": list(words), "attend_excite": excite.to_json()}
     records = [ImageRecord(path=Path(f"{i:04d}.png"), prompt=prompt, seed=seed, subject=args.subject,
                            method=method, concepts=concepts, expanded_prompt=expanded[prompt],
-                           model=gen.backbone.model_id)
+                           model=gen.backbone.model_id, extra=dict(extra))
                for i, (prompt, seed) in enumerate(zip(prompts, seeds))]
     grid = write_image_set(args.out, images, records, cols=args.num_images)
     print(f"{len(images)} images in {args.out}; grid: {grid}")

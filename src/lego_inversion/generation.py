@@ -3,6 +3,7 @@
     from lego_inversion.generation import check_output_folder, load_generator, write_image_set
     gen = load_generator(None, ["runs/melted", "runs/frozen"])       # toy model + two concepts
     images = gen.generate(["a photo of a sphere that is {melted}"], seeds=[0])
+    images = gen.generate(["a photo of a ball that is melted"], [0], excite=["ball", "melted"])  # Attend-and-Excite
     gen.expand_prompt("a {melted} and {frozen} bear")   # -> "a <melted> and <frozen> <ice> bear"
     check_output_folder(out, overwrite=False)            # before any work: `lego generate --out`
     write_image_set(out, images, records, cols=4)        # PNGs + images.jsonl + grid.png, swapped in whole
@@ -18,6 +19,7 @@ see identical noise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .attend_excite import ExciteSettings, attend_and_excite, token_positions
 from .backbones import Backbone, load_backbone, resolve_model
 from .errors import UserError
 from .formats import LearnedConcept, load_learned
@@ -47,6 +50,7 @@ class ConceptGenerator:
         self.aliases: dict[str, str] = {}        # run folder name -> concept name
         self._ambiguous: set[str] = set()        # run folder names shared by several loaded concepts
         self._subject_owner: dict[str, str] = {}  # concept whose subject token was taken -> the concept holding it
+        self.excite_log: list[list[dict]] = []   # Attend-and-Excite per-step losses of the last generate()
         for concept in concepts:
             self.add_concept(concept)
 
@@ -141,13 +145,33 @@ class ConceptGenerator:
         shape = self.backbone.latent_shape(1, resolution or self.backbone.resolution)
         return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
+    def excite_positions(self, prompts: list[str], excite, where: str = "--attend-and-excite") -> list[list[int]]:
+        """Token positions to excite in each (unexpanded) prompt. `excite`: words for every prompt, or one list
+        of words per prompt; a word may be a `{placeholder}` (its concept's tokens) or a token (`<melted>`)."""
+        per_prompt = [list(excite)] * len(prompts) if excite and isinstance(excite[0], str) else list(excite)
+        if len(per_prompt) != len(prompts):
+            raise UserError(f"{where}: got {len(per_prompt)} word lists for {len(prompts)} prompts")
+        out = []
+        for prompt, words in zip(prompts, per_prompt):
+            if not words or not all(isinstance(w, str) and w.strip() for w in words):
+                raise UserError(f"{where}: name at least one word of the prompt {prompt!r} to excite")
+            tokens = [self.expand_prompt(w, where=where) for w in words]
+            out.append(token_positions(self.backbone, self.expand_prompt(prompt), tokens, where=where))
+        return out
+
     def generate(self, prompts: list[str], seeds: list[int], num_inference_steps: int = 50,
                  guidance_scale: float | None = None, batch_size: int = 4, progress: bool = True,
-                 resolution: int | None = None, negative_prompt: str | None = None) -> list:
-        """One PIL image per (prompt, seed) pair."""
+                 resolution: int | None = None, negative_prompt: str | None = None, excite=None,
+                 excite_settings: ExciteSettings | None = None) -> list:
+        """One PIL image per (prompt, seed) pair. With `excite` (words for every prompt, or a list of words per
+        prompt) the pipeline runs Attend-and-Excite (`attend_excite`, Chefer et al. 2023) on those words;
+        `self.excite_log` then holds each batch's per-step losses."""
         if len(prompts) != len(seeds):
             raise UserError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         expanded = [self.expand_prompt(p) for p in prompts]
+        positions = self.excite_positions(prompts, excite) if excite is not None else None  # fails before work
+        settings = excite_settings or ExciteSettings()
+        self.excite_log = []
         if not progress:  # the pipeline's own per-step bar too
             self.backbone.pipe.set_progress_bar_config(disable=True)
         images = []
@@ -155,8 +179,13 @@ class ConceptGenerator:
         for start in tqdm(starts, disable=not progress or len(starts) < 2, desc="lego generate"):
             chunk = slice(start, start + batch_size)
             latents = self.initial_latents(seeds[chunk], resolution)
-            images += self.backbone.sample(expanded[chunk], latents, num_inference_steps=num_inference_steps,
-                                           guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+            with contextlib.ExitStack() as stack:
+                if positions is not None:
+                    exciter = stack.enter_context(attend_and_excite(self.backbone, positions[chunk], settings,
+                                                                    latents.shape))
+                    self.excite_log.append(exciter.log)
+                images += self.backbone.sample(expanded[chunk], latents, num_inference_steps=num_inference_steps,
+                                               guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         return images
 
 

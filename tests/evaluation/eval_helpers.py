@@ -24,10 +24,11 @@ class FakeGenerator:
     def expand_prompt(self, prompt: str) -> str:
         return prompt
 
-    def generate(self, prompts, seeds, num_inference_steps=50, guidance_scale=None, batch_size=4, progress=True):
+    def generate(self, prompts, seeds, num_inference_steps=50, guidance_scale=None, batch_size=4, progress=True,
+                 excite=None):
         from PIL import Image
 
-        CALLS.append({"prompts": list(prompts), "seeds": list(seeds), "concepts": self.concepts})
+        CALLS.append({"prompts": list(prompts), "seeds": list(seeds), "concepts": self.concepts, "excite": excite})
         out = []
         for p, s in zip(prompts, seeds):
             noise = np.random.default_rng(s).random((24, 24, 3))  # the same noise for every method

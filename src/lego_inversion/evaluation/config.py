@@ -22,6 +22,7 @@ from ..prompts import check_template
 STANDARD_METRICS = ("vqa", "count", "clip", "dino")  # the paper's automatic measures and leakage (any model)
 METRICS = (*STANDARD_METRICS, "oracle")  # oracle: toy-world models only (evaluation.oracle)
 TEXT_METHOD = "text"
+EXCITE_METHOD = "attend-excite"  # the text prompt with Attend-and-Excite on its words (only when named in methods)
 DEFAULT_PROMPT = "a photo of a {target} {concept}"
 DEFAULT_COUNT_PROMPT = "a photo of {concept} {target}"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

@@ -28,10 +28,14 @@ from ..errors import UserError
 from ..manifest import MANIFEST, ImageRecord, read_manifest, write_manifest
 from ..prompts import check_template, fill
 from . import oracle
-from .config import (DEFAULT_COUNT_PROMPT, DEFAULT_PROMPT, STANDARD_METRICS, TEXT_METHOD, ConceptEntry, EvalConfig,
-                     read_concept_json)
+from .config import (DEFAULT_COUNT_PROMPT, DEFAULT_PROMPT, EXCITE_METHOD, STANDARD_METRICS, TEXT_METHOD, ConceptEntry,
+                     EvalConfig, read_concept_json)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+PLAIN_METHODS = (TEXT_METHOD, EXCITE_METHOD)  # methods that prompt with the description, no learned folder
+# words never excited by the attend-excite method: they name no object or attribute
+_FUNCTION_WORDS = frozenset("a an the of in on at with that is are was and or to by for as into from it its their "
+                            "them being made".split())
 _DIGITS = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -67,8 +71,19 @@ class ResolvedConcept:
         """The prompt of `method` for `target`: `{concept}` is the learned concept (`{name}`, which the generator
         expands into its tokens) or, for the text baseline ("LDM" in Table 2), the description in words."""
         words = self.description or self.name
-        concept = words if method == TEXT_METHOD else "{" + self.metas[method]["name"] + "}"
+        concept = words if method in PLAIN_METHODS else "{" + self.metas[method]["name"] + "}"
         return fill(self.template, {"target": target, "concept": concept}, where=f"concept {self.name!r}: prompt")
+
+    def excite_words(self, target: str) -> list[str]:
+        """The words the attend-excite method excites in the text prompt: every word of the target subject and
+        of the concept's description except function words (a, of, in, that...): the objects and attributes the
+        prompt must not neglect (Chefer et al. 2023 excite subject tokens; Lego's concepts are attributes)."""
+        out: list[str] = []
+        for text in (target, self.description or self.name):
+            words = [w.strip(".,;:!?\"'()") for w in text.split()]
+            content = [w for w in words if w and w.lower() not in _FUNCTION_WORDS] or [w for w in words if w]
+            out += [w for w in content if w not in out]
+        return out
 
     def text_prompt(self, target: str) -> str:
         """The concept applied to `target` in words (the text baseline's prompt; CLIP's concept text)."""
@@ -125,13 +140,17 @@ def _resolve(cfg: EvalConfig, entry: ConceptEntry) -> ResolvedConcept:
     if not exemplars:
         refs = main.get("reference_images") or {}
         exemplars = [Path(p) for p in (refs.get("without") or refs.get("with") or [])]
-    methods = list(entry.methods) + [TEXT_METHOD] if entry.methods else list(entry.folders)
+    # the text baseline always; attend-excite (costlier: extra UNet passes with gradients) only when asked for
+    methods = list(entry.methods) + list(PLAIN_METHODS) if entry.methods else list(entry.folders)
     if cfg.methods is not None:
         methods = [m for m in cfg.methods if m in methods]
+    elif entry.methods:
+        methods.remove(EXCITE_METHOD)
     if not methods:
+        plain = set(PLAIN_METHODS) if entry.methods else set()
         raise UserError(f"concept {entry.name!r}: none of the requested methods {cfg.methods} is available; "
-                        f"it has {sorted(set(entry.methods) | set(entry.folders) | {TEXT_METHOD})}")
-    if entry.methods and TEXT_METHOD in methods and not description:
+                        f"it has {sorted(set(entry.methods) | set(entry.folders) | plain)}")
+    if entry.methods and set(PLAIN_METHODS) & set(methods) and not description:
         raise UserError(f"concept {entry.name!r}: no `description` for the text baseline; add one to the "
                         "[[concepts]] entry or the concept TOML")
     for p in exemplars:
@@ -204,10 +223,11 @@ def plan_records(cfg: EvalConfig, concepts: list[ResolvedConcept], out_dir: Path
             folder = Path(out_dir) / "images" / rc.name / method
             for target in rc.targets:
                 prompt = rc.prompt(target, method)
+                extra = {"excite": rc.excite_words(target)} if method == EXCITE_METHOD else {}
                 for seed in range(cfg.seed, cfg.seed + cfg.num_images):
                     records.append(ImageRecord(path=folder / f"{slug(target)}_s{seed}.png", prompt=prompt, seed=seed,
                                                subject=target, method=method, concepts=(rc.name,),
-                                               model=rc.models[method]))
+                                               model=rc.models[method], extra=dict(extra)))
     return records
 
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_save_image
 from ..errors import UserError
 from ..manifest import ImageRecord
-from .config import TEXT_METHOD, EvalConfig
-from .plan import (ResolvedConcept, check_same_seeds, chosen_metrics, folder_records, plan_records,
+from .config import EXCITE_METHOD, EvalConfig
+from .plan import (PLAIN_METHODS, ResolvedConcept, check_same_seeds, chosen_metrics, folder_records, plan_records,
                    resolve_concepts, verify_images, write_manifests)
 from .scoring import metric_units, run_metric
 
@@ -32,7 +32,8 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
     """Generate the images of `records` not on disk yet; returns how many this process made.
 
     Each (concept, method) group loads its backbone (the records' `model`) with that method's learned folder
-    (none for the text baseline) through `generation.load_generator`, the one place that applies learned rows.
+    (none for the text and attend-excite baselines; attend-excite excites each record's `excite` words) through
+    `generation.load_generator`, the one place that applies learned rows.
     """
     from ..generation import load_generator
 
@@ -50,14 +51,16 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
         with state.split_between_processes(batches) as mine:
             if not mine:
                 continue
-            folders = [] if method == TEXT_METHOD else [by_name[concept].entry.methods[method]]
+            folders = [] if method in PLAIN_METHODS else [by_name[concept].entry.methods[method]]
             gen = load_generator(model=todo[0].model, concepts=folders, device=device, dtype=cfg.generation.dtype)
             bar = tqdm(mine, desc=f"generate {concept}/{method} [{state.process_index}]", unit="batch",
                        disable=not progress, position=state.process_index)
             for batch in bar:
+                excite = {"excite": [r.extra["excite"] for r in batch]} if method == EXCITE_METHOD else {}
                 images = gen.generate([r.prompt for r in batch], [r.seed for r in batch],
                                       num_inference_steps=cfg.generation.num_inference_steps,
-                                      guidance_scale=cfg.generation.guidance_scale, batch_size=bs, progress=False)
+                                      guidance_scale=cfg.generation.guidance_scale, batch_size=bs, progress=False,
+                                      **excite)
                 for r, im in zip(batch, images):
                     atomic_save_image(r.path, im)
                     made += 1
