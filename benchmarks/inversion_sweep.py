@@ -37,8 +37,9 @@ from toyworld_ablation import METRICS, score  # noqa: E402
 from lego_inversion.atomic import atomic_write_json  # noqa: E402
 
 
-def parse_setting(text: str) -> tuple[str, dict, float | None]:
-    """'name:k=v,k=v' -> (name, InversionConfig overrides, guidance scale or None)."""
+def parse_setting(text: str) -> tuple[str, dict, float | None, list[int] | None]:
+    """'name:k=v,k=v' -> (name, InversionConfig overrides, guidance scale or None, eval steps or None);
+    `guidance_scale=G` and `eval_at=100/200/400` are sweep settings, not InversionConfig fields."""
     from lego_inversion.config import InversionConfig, parse_overrides
 
     name, _, rest = text.partition(":")
@@ -46,8 +47,9 @@ def parse_setting(text: str) -> tuple[str, dict, float | None]:
         raise SystemExit(f"--setting {text!r}: use NAME:KEY=VALUE,... with a NAME without '-'")
     items = [x for x in rest.split(",") if x]
     guidance = next((float(x.split("=")[1]) for x in items if x.startswith("guidance_scale=")), None)
-    items = [x for x in items if not x.startswith("guidance_scale=")]
-    return name, parse_overrides(InversionConfig, items, exclude=("method", "seed")), guidance
+    evals = next(([int(v) for v in x.split("=")[1].split("/")] for x in items if x.startswith("eval_at=")), None)
+    items = [x for x in items if not x.startswith(("guidance_scale=", "eval_at="))]
+    return name, parse_overrides(InversionConfig, items, exclude=("method", "seed")), guidance, evals
 
 
 def truth_of(concept_dir: Path) -> tuple[dict, dict]:
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--setting", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     ap.add_argument("--concepts", nargs="+", required=True)
+    ap.add_argument("--extra", nargs="*", default=[], metavar="SETTING=DIR",
+                    help="SETTING runs on these folders instead of --concepts (e.g. heldout=benchmarks/heldout/x)")
     ap.add_argument("--methods", nargs="+", default=["lego"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=400)
@@ -129,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             print(g, {k: round(v["transfer"]["success"], 2) for k, v in rows.items()},
                   "mean", round(float(np.mean([v["transfer"]["success"] for v in rows.values()])), 3), flush=True)
         return 0
-    settings = [parse_setting(s) for s in args.setting] or [("base", {}, None)]
+    settings = [parse_setting(s) for s in args.setting] or [("base", {}, None, None)]
     runs = []
-    for si, (name, overrides, guidance) in enumerate(settings):
-        for c in concepts:
+    extra = [(k, Path(v)) for k, _, v in (x.partition("=") for x in args.extra)]
+    for name, overrides, guidance, evals in settings:
+        for c in [d for k, d in extra if k == name] or concepts:
             for m in args.methods:
                 for seed in args.seeds:
                     cfg = InversionConfig(**({"steps": args.steps} | overrides | {"method": m, "seed": seed,
@@ -141,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                     folder = out / "runs" / f"{name}-{c.name}-{m}-s{seed}"
                     run, previous = build_run(c, folder, cfg, backbone, resume=True, alias=str(len(runs)))
                     open_run_folder(run, previous)
-                    runs.append((run, name, c, seed, guidance))
+                    runs.append((run, evals or args.eval_at, c, seed, guidance))
     print(f"{len(runs)} runs", flush=True)
 
     def evaluate_due() -> None:
         due = []
-        for run, name, c, seed, guidance in runs:
-            if run.step in args.eval_at or (run.finished and run.step == run.config.steps):
+        for run, evals, c, seed, guidance in runs:
+            if run.step in evals or (run.finished and run.step == run.config.steps):
                 for g in ([guidance] if guidance is not None else args.guidance):
                     f = out / "evals" / f"{run.out_dir.name}-g{g}-{run.step}.json"
                     if not f.is_file():
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in {d[4] for d in due}:
             batch = [d for d in due if d[4] == g]
             jobs = []
-            for run, f, c, seed, _ in batch:
+            for run, _, c, seed, _ in batch:
                 data, truth = truth_of(c)
                 concept = " ".join(run.internal[t] for t in run.spec.tokens)
                 jobs.append((c.name, eval_prompts(data, truth, concept, args.targets, args.images), truth, seed))
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if not active:
             break
         joint_step(active)
-        if any(r.step in args.eval_at or r.finished for r in active):
+        if any(r.step in evals or r.finished for r, evals, *_ in runs if r in active):
             evaluate_due()
     for run, *_ in runs:
         run.save_checkpoint()

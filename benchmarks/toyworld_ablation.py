@@ -6,8 +6,9 @@
 
 For every example concept K (examples/*, personalized variants that no caption names), method M in
 {ti, cl-only, ss-only, lego} (+ the "text" baseline: the concept's words, no inversion) and seed S, it inverts
-the concept with `lego_inversion.trainer.invert`, generates `--images` images onto each new target subject
-("a photo of a ball that is <melted>"), and lets the oracle read them:
+the concept (all missing cells' inversions trained together, one UNet call per step:
+`lego_inversion.sweep.invert_cells`; each run learns what it would alone), generates `--images` images onto
+each new target subject ("a photo of a ball that is <melted>"), and lets the oracle read them:
     concept success  = the oracle sees the *personalized* variant of the concept (and the right count)
     subject leakage  = the exemplar's appearance (checkered) or class shows up on the target
     target fidelity  = the oracle sees the target subject class
@@ -92,8 +93,33 @@ def with_prompts(template: str, targets: list[str], concept: str, where: str) ->
     return [fill(template, {"subject": t, "concept": concept}, where) for t in targets]
 
 
-def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
+def run_dir(example: Path, method: str, seed: int, args) -> Path:
+    from lego_inversion.sweep import run_name
+
+    return Path(args.out) / "runs" / run_name(example, method, seed)
+
+
+def cell_config(method: str, seed: int, args):
     from lego_inversion.config import InversionConfig
+
+    steps = {"steps": args.steps} if args.steps is not None else {}
+    return InversionConfig(**(args.set | steps | {"method": method, "seed": seed, "validation_images": 1,
+                                                   "validation_steps": 5}))
+
+
+def train_missing(jobs: list[tuple[Path, str, int]], args) -> None:
+    """Invert every job (example, method, seed) whose cell is not saved yet, all runs in one batched loop;
+    runs resume from their checkpoints."""
+    from lego_inversion.sweep import invert_cells
+
+    cells = [(ex, cell_config(m, s, args), run_dir(ex, m, s, args)) for ex, m, s in jobs if m != "text"
+             and not (Path(args.out) / "cells" / f"{ex.name}-{m}-{s}.json").is_file()]
+    if cells:
+        print(f"training {len(cells)} inversions together", flush=True)
+        invert_cells(cells, model=args.model, resume=True, progress=False)
+
+
+def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
     from lego_inversion.generation import load_generator
     from lego_inversion.toyworld.training_data import generic_prompt
 
@@ -106,15 +132,14 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
     else:
         from lego_inversion.trainer import invert
 
-        run = Path(args.out) / "runs" / f"{example.name}-{method}-{seed}"
-        cfg = InversionConfig(**(args.set | {"method": method, "steps": args.steps, "seed": seed,
-                                             "validation_images": 1, "validation_steps": 5}))
-        invert(example, run, cfg, model=args.model, resume=run.exists(), progress=False)
+        run = run_dir(example, method, seed, args)
+        invert(example, run, cell_config(method, seed, args), model=args.model, resume=run.exists(), progress=False)
         gen = load_generator(args.model, [run])
         prompts = with_prompts(data["prompts"]["with"], tgt, gen.expand_prompt("{concept}"),
                                where=f"{example / 'concept.toml'}: prompts.with")
     seeds = [1000 * seed + i for i in range(len(prompts))]
-    images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False)
+    images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False,
+                          guidance_scale=args.guidance)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)
     preds = oracle.predict(images)
@@ -203,15 +228,15 @@ def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lego_inversion.config import InversionConfig
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--examples", default=str(ROOT / "examples"))
     ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
     ap.add_argument("--methods", nargs="*", default=["text", *METHODS])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=InversionConfig.steps, help="inversion steps per run")
+    ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--images", type=int, default=6, help="images per target subject")
     ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])
     ap.add_argument("--sample-steps", type=int, default=25)
@@ -224,11 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"toyworld_ablation: error: --set: {exc}", file=sys.stderr)
         return 2
+    import torch
+
     from lego_inversion.errors import UserError
     from lego_inversion.toyworld.oracle import Oracle
 
+    torch.set_num_threads(args.threads)
+
     bad = [m for m in args.methods if m not in ("text", *METHODS)]
-    if bad or args.steps < 1 or args.images < 1 or not args.seeds:
+    if bad or (args.steps is not None and args.steps < 1) or args.images < 1 or not args.seeds:
         print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds", file=sys.stderr)
         return 2
     examples = [p for p in sorted(Path(args.examples).iterdir()) if (p / "concept.toml").is_file()
@@ -242,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(e, m, s) for e in examples for m in args.methods for s in (args.seeds if m != "text" else
                                                                          args.seeds[:1])]
     try:
+        train_missing(jobs, args)
         for i, (ex, m, s) in enumerate(jobs):
             f = out / "cells" / f"{ex.name}-{m}-{s}.json"
             if f.is_file():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target
+from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target, timestep_probabilities
 
 
 def hand_context_loss(c, positives, negatives, tau):
@@ -70,3 +70,34 @@ def test_unknown_prediction_type_is_an_error():
 def test_diffusion_loss_is_per_sample_mse():
     pred, target = torch.zeros(2, 1, 2, 2), torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2)
     torch.testing.assert_close(diffusion_loss(pred, target), torch.tensor([1.0, 9.0]))
+
+
+def test_dot_context_loss_matches_eq2_as_printed():
+    """Eq. 2 exactly as the paper prints it: exp(c · P_ik), no normalisation, no τ (τ must not matter)."""
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(2, 4)) * 0.5
+    P = [rng.normal(size=(2, 4)), rng.normal(size=(3, 4))]
+    N = [rng.normal(size=(3, 4)), rng.normal(size=(1, 4))]
+    expected = 0.0
+    for ci, Pi, Ni in zip(c, P, N):
+        num = sum(math.exp(float(np.dot(ci, p))) for p in Pi)
+        expected += -math.log(num / (num + sum(math.exp(float(np.dot(ci, n))) for n in Ni)))
+    args = (torch.tensor(c), [torch.tensor(p) for p in P], [torch.tensor(n) for n in N])
+    for tau in (0.07, 3.0):
+        assert float(context_loss(*args, temperature=tau, similarity="dot")) == pytest.approx(expected, rel=1e-5)
+    assert float(context_loss(*args, similarity="cosine")) != pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="similarity"):
+        context_loss(*args, similarity="l2")
+
+
+def test_timestep_probabilities_follow_reversion_weights():
+    """p(t) = (1 - α cos(π t / T)) / Σ, written out by hand for T = 4, α = 0.5; α = 0 is uniform."""
+    w = [1 - 0.5 * math.cos(math.pi * t / 4) for t in range(4)]  # 0.5, 1 - 0.5·0.7071, 1, 1 + 0.5·0.7071
+    p = timestep_probabilities(4, 0.5)
+    assert p.tolist() == pytest.approx([x / sum(w) for x in w], rel=1e-6)
+    assert p[-1] / p[0] == pytest.approx((1 + 0.5 * math.cos(math.pi / 4)) / 0.5, rel=1e-6)
+    assert timestep_probabilities(10, 0.0).tolist() == pytest.approx([0.1] * 10)
+    big = timestep_probabilities(1000, 0.5)
+    assert float(big[500:].sum()) > 0.6  # most mass on the noisier half
+    with pytest.raises(ValueError):
+        timestep_probabilities(10, 1.0)

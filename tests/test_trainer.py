@@ -50,7 +50,7 @@ def test_methods_are_one_code_path(tiny_sd, concept_dir, tmp_path, method, has_s
     run = InversionRun(spec, backbone, InversionConfig(method=method, **FAST), tmp_path / "out")
     assert set(run.losses()) == terms
     expected_caption = "a photo of a <subj> that is <melted>" if has_subject else "a photo of a cube that is <melted>"
-    assert run.with_set.captions[0] == expected_caption
+    assert run.with_set.captions[0] == [expected_caption]
     assert (run.without_set is not None) == has_subject
     assert len(run.optimizer.param_groups[0]["params"]) == 1  # only the new rows
     assert run.optimizer.param_groups[0]["params"][0].shape[0] == (2 if has_subject else 1)
@@ -197,7 +197,7 @@ def test_word_the_tokenizer_cannot_embed_writes_nothing(tmp_path):
 def test_distinct_captions_are_encoded_once_with_the_same_result(tiny_sd, concept_dir, tmp_path):
     backbone = load_backbone(str(tiny_sd))
     run = InversionRun(load_concept(concept_dir), backbone, InversionConfig(**FAST), tmp_path / "o")
-    assert run.with_set.ids[0].shape[0] == 1 and run.with_set.caption_index.tolist() == [0, 0]
+    assert run.with_set.ids[0].shape[0] == 1 and run.with_set.caption_index.tolist() == [[0], [0]]
     backbone.slots[0].encoder.double()  # float64, so that "equal" means equal, not "equal up to rounding"
     run.params["rows/text_encoder"].data = run.params["rows/text_encoder"].data.double()
     captions = torch.tensor([0, 0, 0])

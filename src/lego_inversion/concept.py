@@ -36,6 +36,7 @@ concept.toml (every key; `examples/concept.example.toml` is the commented versio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -100,6 +101,15 @@ class ConceptSpec:
         template = self.captions.get(image.relative_to(self.root).as_posix(), self.prompts[kind])
         return fill(template, {"subject": subject, "concept": " ".join(self.tokens) if concept is None else concept},
                     where=f"{self.root / 'concept.toml'}: caption of {image.name}")
+
+    def with_vectors(self, k: int) -> ConceptSpec:
+        """k embedding vectors per [[concept]] token: <cpt> -> <cpt> <cpt_1> ... <cpt_{k-1}>, each with the token's
+        init word and context sets (InversionConfig.vectors_per_token); k = 1 is this spec."""
+        def name(token: str, j: int) -> str:
+            return token if j == 0 else f"{token[:-1]}_{j}>" if token.endswith(">") else f"{token}_{j}"
+
+        return self if k <= 1 else dataclasses.replace(
+            self, concepts=[dataclasses.replace(c, token=name(c.token, j)) for c in self.concepts for j in range(k)])
 
     def fingerprint(self) -> str:
         """SHA-256 of concept.toml and every image (names and bytes): what a run learned from."""

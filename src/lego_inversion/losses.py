@@ -69,6 +69,15 @@ def timestep_probabilities(num_timesteps: int, skew: float) -> torch.Tensor:
     return (weights / weights.sum()).float()
 
 
+def sample_timesteps(n: int, num_timesteps: int, skew: float, generator: torch.Generator) -> torch.Tensor:
+    """n training timesteps on the generator's device: uniform for skew 0 (the exact random stream of
+    `torch.randint`, as before the lever existed), else from `timestep_probabilities`."""
+    if not skew:
+        return torch.randint(num_timesteps, (n,), generator=generator, device=generator.device)
+    probs = timestep_probabilities(num_timesteps, skew).to(generator.device)
+    return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the denoiser is trained to predict, from the scheduler's `prediction_type`.
 

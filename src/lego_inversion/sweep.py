@@ -7,6 +7,7 @@ joint steps on one shared frozen model (one UNet call per step for all runs; `lo
 
     from lego_inversion.sweep import invert_many
     folders = invert_many(["examples/melted_cube"], ["lego", "ti"], [0, 1], "runs/sweep", InversionConfig())
+    folders = invert_cells([(concept_dir, config, run_dir), ...])    # any list of runs, configs may differ
 
 Each run has its own rows, optimizer, random streams, checkpoint and run folder, and learns what it would learn
 alone. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
@@ -62,13 +63,20 @@ def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[
                 allow_pickle: bool = False, progress: bool = True) -> list[Path]:
     """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share)."""
     config = config or InversionConfig()
-    cells = _my_share(plan(concept_dirs, methods, seeds, out_root, config))
+    return invert_cells(_my_share(plan(concept_dirs, methods, seeds, out_root, config)), model=model, resume=resume,
+                        allow_pickle=allow_pickle, progress=progress)
+
+
+def invert_cells(cells: list[tuple[Path, InversionConfig, Path]], model: str | None = None, resume: bool = False,
+                 allow_pickle: bool = False, progress: bool = True) -> list[Path]:
+    """Train any list of (concept folder, config, run folder) jointly on one model (configs may differ in
+    anything but the model's dtype and device); returns the run folders."""
     for concept, cfg, out in cells:  # every input is checked before the model loads or anything is written
         check_inputs(concept, out, cfg, resume)
     if not cells:
         return []
     base = cells[0][1]
-    if config.device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if base.device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
 
         if torch.cuda.is_available():

@@ -40,7 +40,7 @@ from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
 from .loop import lr_factor
-from .losses import context_loss, diffusion_loss, diffusion_target, timestep_probabilities
+from .losses import context_loss, diffusion_loss, diffusion_target, sample_timesteps
 from .prompts import fill
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -76,11 +76,7 @@ class InversionRun:
         config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
             spec = with_context_words(spec, backbone)
-        if config.vectors_per_token > 1:  # <cpt> -> <cpt> <cpt_1> ...: more tokens, each learned like the first
-            spec = dataclasses.replace(spec, concepts=[
-                dataclasses.replace(c, token=c.token if j == 0 else (f"{c.token[:-1]}_{j}>" if c.token.endswith(">")
-                                                                      else f"{c.token}_{j}"))
-                for c in spec.concepts for j in range(config.vectors_per_token)])
+        spec = spec.with_vectors(config.vectors_per_token)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
@@ -118,7 +114,6 @@ class InversionRun:
         self.generators = {"choices": torch.Generator().manual_seed(config.seed),
                            "noise": torch.Generator(backbone.device).manual_seed(config.seed + 0x9E3779B9)}
         self.step = 0
-        self._t_probs = None
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -166,14 +161,7 @@ class InversionRun:
             groups.insert(0, (self.without_set, subj_captions, False))
         noise = torch.randn(latents.shape, generator=g["noise"], device=g["noise"].device).to(latents.device)
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
-        if cfg.timestep_skew:  # ReVersion's importance sampling; uniform (below) keeps Textual Inversion's stream
-            if self._t_probs is None:
-                self._t_probs = timestep_probabilities(steps, cfg.timestep_skew).to(g["noise"].device)
-            timesteps = torch.multinomial(self._t_probs, latents.shape[0], replacement=True,
-                                          generator=g["noise"]).to(latents.device)
-        else:
-            timesteps = torch.randint(steps, (latents.shape[0],), generator=g["noise"],
-                                      device=g["noise"].device).to(latents.device)
+        timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"]).to(latents.device)
         return Draw(latents, noise, timesteps, geometry, groups, n_subject)
 
     def loss_terms(self, prediction: torch.Tensor, draw: Draw) -> dict[str, torch.Tensor]:

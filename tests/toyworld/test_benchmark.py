@@ -120,3 +120,26 @@ def test_with_prompts_fill_subject_and_concept_through_the_template_module():
         bench.with_prompts("a {colour} {subject}", ["ball"], "<c>", "ex/concept.toml: prompts.with")
     with pytest.raises(UserError, match=r"must contain \{subject\}"):
         bench.with_prompts("a photo of {concept}", ["ball"], "<c>", "t")
+
+
+def test_missing_cells_are_trained_together_and_saved_cells_are_skipped(tmp_path, monkeypatch):
+    """All inversions the ablation still needs go to one batched `invert_cells` call (run folders named as
+    `lego invert` sweeps name them); cells already saved and the text baseline are not retrained."""
+    import argparse
+
+    import lego_inversion.sweep as sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "invert_cells", lambda cells, **kw: calls.append((cells, kw)))
+    args = argparse.Namespace(out=str(tmp_path), set={"learning_rate": 0.02}, steps=7, model=None)
+    ex = tmp_path / "melted_cube"
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "melted_cube-ti-0.json").write_text("{}")
+    bench.train_missing([(ex, "text", 0), (ex, "ti", 0), (ex, "lego", 0), (ex, "lego", 1)], args)
+    (cells, kw), = calls
+    assert [(c[1].method, c[1].seed, c[1].steps, c[1].learning_rate) for c in cells] == [("lego", 0, 7, 0.02),
+                                                                                      ("lego", 1, 7, 0.02)]
+    assert [c[2].name for c in cells] == ["melted_cube-lego-s0", "melted_cube-lego-s1"]
+    assert kw["resume"] is True
+    args.steps = None  # the model's default steps, resolved when the run is built
+    assert bench.cell_config("ti", 0, args).steps is None

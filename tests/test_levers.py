@@ -1,0 +1,108 @@
+"""The trainer's quality levers (InversionConfig fields): timestep sampling, caption variants, vectors per token,
+learning-rate schedule, Eq. 2 similarity, and model defaults from a model folder's lego_inversion.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from lego_inversion.backbones import load_backbone
+from lego_inversion.concept import load_concept
+from lego_inversion.config import CAPTION_OPENINGS, MODEL_DEFAULTS, InversionConfig
+from lego_inversion.errors import UserError
+from lego_inversion.exemplars import caption_variants
+from lego_inversion.loop import lr_factor
+from lego_inversion.trainer import InversionRun, invert
+
+FAST = dict(steps=3, checkpoint_every=2, validation_steps=1, validation_images=1)
+
+
+def test_lr_factor_by_hand():
+    assert [lr_factor(s, 10, 0, "constant") for s in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    assert lr_factor(0, 10, 0, "cosine") == 1.0
+    assert lr_factor(5, 10, 0, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(10, 10, 0, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(4, 10, 0, "linear") == pytest.approx(0.6)
+    # warm-up 2 of 10 steps: (s+1)/2 while warming, then decay over the remaining 8
+    assert [lr_factor(s, 10, 2, "linear") for s in (0, 1, 2, 6)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+def test_caption_variants_reword_the_opening_only():
+    got = caption_variants("a photo of a <subj> that is <melted>", 3)
+    assert got == ["a photo of a <subj> that is <melted>", "a rendering of a <subj> that is <melted>",
+                   "a cropped photo of a <subj> that is <melted>"]
+    assert caption_variants("<melted> cube", 3) == ["<melted> cube"] * 3  # no "a photo of": used as is
+    assert caption_variants("a photo of x", 1) == ["a photo of x"]
+    assert len(set(caption_variants("a photo of x", len(CAPTION_OPENINGS)))) == len(CAPTION_OPENINGS)
+
+
+def test_config_rejects_bad_lever_values():
+    for bad in ({"timestep_skew": 1.0}, {"timestep_skew": -0.1}, {"caption_variants": 0},
+                {"caption_variants": len(CAPTION_OPENINGS) + 1}, {"vectors_per_token": 0},
+                {"lr_schedule": "step"}, {"context_similarity": "l2"}, {"steps": 0}):
+        with pytest.raises(UserError):
+            InversionConfig(**bad)
+    cfg = InversionConfig().resolved({"steps": 120, "timestep_skew": 0.5})
+    assert (cfg.steps, cfg.timestep_skew, cfg.caption_variants) == (120, 0.5, MODEL_DEFAULTS["caption_variants"])
+    assert InversionConfig(steps=7).resolved({"steps": 120}).steps == 7  # the user's value wins
+    with pytest.raises(UserError, match="timestep_skew"):
+        InversionConfig().resolved({"timestep_skew": 2.0})
+
+
+def test_skewed_timesteps_favour_high_noise(tiny_sd, concept_dir, tmp_path):
+    """With α = 0.5 the drawn timesteps follow p(t) ∝ 1 - α cos(π t / T); by hand, the upper half holds
+    ∫_{1/2}^{1} (1 - α cos πx) dx = 1/2 + α/π ≈ 0.659 of the mass (the whole integral is 1); uniform: 0.5."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    T = backbone.noise_scheduler.config.num_train_timesteps
+    fractions = {}
+    for skew in (0.0, 0.5):
+        run = InversionRun(spec, backbone, InversionConfig(timestep_skew=skew, **FAST), tmp_path / f"o{skew}",
+                           alias=str(skew))
+        drawn = torch.cat([run.draw().timesteps for _ in range(400)])
+        fractions[skew] = float((drawn >= T // 2).float().mean())
+    assert fractions[0.0] == pytest.approx(0.5, abs=0.04)
+    assert fractions[0.5] == pytest.approx(0.5 + 0.5 / math.pi, abs=0.04)
+
+
+def test_caption_variants_and_vectors_per_token_reach_the_run(tiny_sd, concept_dir, tmp_path):
+    backbone = load_backbone(str(tiny_sd))
+    cfg = InversionConfig(caption_variants=3, vectors_per_token=2, **FAST)
+    run = InversionRun(load_concept(concept_dir), backbone, cfg, tmp_path / "o")
+    assert run.spec.tokens == ["<melted>", "<melted_1>"]
+    assert run.with_set.captions[0] == caption_variants("a photo of a <subj> that is <melted> <melted_1>", 3)
+    assert run.with_set.caption_index.shape == (len(run.with_set), 3)
+    assert run.params["rows/text_encoder"].shape[0] == 3  # <subj> + two concept vectors
+    seen = set()
+    for _ in range(30):
+        seen |= set(run.draw().groups[1][1].tolist())
+    assert seen == {0, 1, 2}  # every caption variant is drawn
+    assert set(run.losses()) == {"loss", "loss_concept", "loss_subject", "loss_context"}
+
+
+def test_model_folder_sets_lever_defaults(tiny_sd, concept_dir, tmp_path):
+    """A model folder's lego_inversion.json sets the None fields (steps, skew, ...); config.json records them."""
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    (model / "lego_inversion.json").write_text(json.dumps({"steps": 2, "timestep_skew": 0.5,
+                                                           "lr_schedule": "cosine"}))
+    out = invert(concept_dir, tmp_path / "run", InversionConfig(checkpoint_every=2, validation_steps=1,
+                                                                validation_images=1), model=str(model),
+                 progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["steps"], saved["timestep_skew"], saved["lr_schedule"]) == (2, 0.5, "cosine")
+    assert saved["caption_variants"] == MODEL_DEFAULTS["caption_variants"]
+    (model / "lego_inversion.json").write_text(json.dumps({"stepz": 2}))
+    with pytest.raises(UserError, match="unknown key 'stepz'"):
+        load_backbone(str(model))
+
+
+def test_bundled_toy_model_sets_its_measured_defaults():
+    """The toy model's lego_inversion.json reaches the backbone (docs/inversion_quality.md: 100 steps, skew 0.5)."""
+    backbone = load_backbone(None)
+    cfg = InversionConfig().resolved(backbone.inversion_defaults)
+    assert (cfg.steps, cfg.timestep_skew, backbone.default_learning_rate) == (100, 0.5, 0.01)
+    assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
