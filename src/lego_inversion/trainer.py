@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import baselines
 from .atomic import atomic_save_image, atomic_write_json
 from .backbones import Backbone, load_backbone
 from .backbones.tokens import words_to_rows
@@ -107,8 +108,9 @@ class InversionRun:
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
         cuda = backbone.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay, fused=True if cuda else None)
+        groups = baselines.attach(self)  # the fine-tuning baselines' UNet parts, if any
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                           fused=True if cuda else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.steps, config.lr_warmup_steps, config.lr_schedule))
         self.amp_dtype = AMP_DTYPES.get(config.mixed_precision) if cuda else None
@@ -274,6 +276,7 @@ class InversionRun:
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())
+        baselines.save(self)
         atomic_write_json(self.out_dir / CONCEPT_FILE, self.concept_json())
 
     @property
@@ -405,7 +408,10 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
     if backbone is None:
         backbone = load_training_backbone(model, config, allow_pickle=allow_pickle)
     run, previous = build_run(concept_dir, out_dir, config, backbone, resume=resume)
-    open_run_folder(run, previous)
-    if run.finished and (out_dir / EMBEDS_FILE).is_file():
-        return out_dir
-    return run.run(progress=progress)
+    try:
+        open_run_folder(run, previous)
+        if run.finished and (out_dir / EMBEDS_FILE).is_file():
+            return out_dir
+        return run.run(progress=progress)
+    finally:
+        baselines.detach(run)  # a fine-tuning run's UNet parts are on disk; the backbone goes back to its base
