@@ -93,3 +93,32 @@ def test_export_writes_the_lora_for_the_other_tools(tiny_sd, concept_dir, tmp_pa
     pipe.load_lora_weights(str(tmp_path / "out"), weight_name="melted-lora.safetensors")
     copied = export(load_learned(run), "diffusers", tmp_path / "d")
     assert LORA_FILE in {p.name for p in copied}
+
+
+def test_reversion_steers_with_sampled_positives_and_caption_nouns(tiny_sd, concept_dir, tmp_path):
+    from lego_inversion.baselines import STEER_POSITIVES, steer_negatives, steer_positives
+    from lego_inversion.concept import load_concept
+    from lego_inversion.losses import context_loss
+    from lego_inversion.trainer import InversionRun
+
+    backbone = load_backbone(str(tiny_sd))
+    run = InversionRun(load_concept(concept_dir), backbone, InversionConfig(method="reversion", **FAST),
+                       tmp_path / "o")
+    assert run.config.timestep_skew == 0.5 and run.without_set is None  # relation-focal sampling, no <subj>
+    assert "a photo of a cube that is <melted>" in str(run.with_set.captions[0])  # the subject in words
+    assert steer_negatives(run) == ["photo", "cube"]
+    pos, neg = run.context_sets[0][0][0], run.context_sets[0][1][0]
+    assert pos.shape[0] == 3 and neg.shape[0] == 2  # the 3 positives of the fixture; the caption's 2 nouns
+    state = run.generators["choices"].get_state()
+    picked = steer_positives(run, run.context_sets)[0][0][0]
+    run.generators["choices"].set_state(state)
+    expected = torch.randperm(3, generator=run.generators["choices"])[:min(STEER_POSITIVES, 3)]
+    torch.testing.assert_close(picked, pos[expected])
+    run.generators["choices"].set_state(state)
+    terms = run.losses()
+    ctx_rows = backbone.slots[0].ext.rows(run.concept_ids[0])
+    assert "loss_context" in terms and float(terms["loss_context"]) > 0
+    assert float(context_loss(ctx_rows, [pos], [neg], 0.07)) > 0
+    out = invert(concept_dir, tmp_path / "run", InversionConfig(method="reversion", **FAST), model=str(tiny_sd),
+                 progress=False)
+    assert json.loads((out / "config.json").read_text())["method"] == "reversion"

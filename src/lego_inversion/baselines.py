@@ -1,11 +1,18 @@
-"""The fine-tuning baselines as `lego invert` methods: DreamBooth-LoRA and Custom Diffusion (Lego §5.1–5.2).
+"""The paper's baselines as `lego invert` methods: ReVersion, DreamBooth-LoRA and Custom Diffusion (Lego §5.1–5.2).
 
+    lego invert examples/melted_cube --method reversion --out runs/melted-rv
     lego invert examples/melted_cube --method dreambooth --out runs/melted-db [--prior-preservation]
     lego invert examples/melted_cube --method custom-diffusion --out runs/melted-cd
     lego generate --concept runs/melted-db --prompt "a photo of a ball that is {melted_cube}" --out gen/db
 
-Both use the concept folder, run folder, checkpoints, resume and validation grids of every method; the parts
-that differ are attached to an `InversionRun` here (`attach`) and written beside its results (`save`):
+All use the concept folder, run folder, checkpoints, resume and validation grids of every method; the parts
+that differ live here:
+
+  reversion         Huang et al., "ReVersion" (2023), as published: one relation token, no subject token; the
+                    steer loss (InfoNCE, cosine / τ = 0.07, weight 0.01) pulls the token towards `STEER_POSITIVES`
+                    positive words sampled afresh each step from the concept's positives and pushes it from the
+                    caption's nouns (the subject's words and the template's nouns); relation-focal importance
+                    sampling of timesteps, p(t) ∝ 1 − 0.5·cos(π t / T) (`timestep_skew` 0.5 unless set).
 
   dreambooth        Ruiz et al., CVPR 2023, with LoRA (Hu et al., 2022) on the UNet's attention projections
                     (`lora_rank`, `lora_alpha`, `lora_targets`). The concept tokens are the identifier ("a [V]
@@ -34,7 +41,30 @@ from .errors import UserError
 from .finetune import add_custom_diffusion, add_lora, remove_unet_parts, save_unet_parts, trainable_count
 
 FINETUNE_METHODS = ("dreambooth", "custom-diffusion")
+STEER_POSITIVES = 4  # positive words drawn per step (ReVersion samples a few basis words per iteration)
+FUNCTION_WORDS = {"a", "an", "the", "of", "that", "is", "are", "in", "on", "with", "and", "to", "at", "by", "it",
+                  "its", "this", "which", "who", "as", "for", "from", "be", "being"}
 UNET_LEARNING_RATES = {"dreambooth": 1e-4, "custom-diffusion": 1e-5}  # diffusers' example scripts' settings
+
+
+def steer_negatives(run) -> list[str]:
+    """ReVersion's negatives: the nouns of the training caption, i.e. the `with` template's content words and the
+    subject's words (here "photo", "cube")."""
+    import re
+
+    from .prompts import fill
+
+    text = fill(run.spec.prompts["with"], {"subject": run.spec.subject_init, "concept": ""})
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text.lower()) if w not in FUNCTION_WORDS]
+    return list(dict.fromkeys(words)) or [run.spec.subject_init]
+
+
+def steer_positives(run, sets):
+    """This step's positives: `STEER_POSITIVES` words drawn (with the run's choice stream) from each concept's P_i,
+    the same words in every text encoder's space."""
+    counts = [rows.shape[0] for rows in sets[0][0]]
+    picks = [torch.randperm(n, generator=run.generators["choices"])[:min(STEER_POSITIVES, n)] for n in counts]
+    return [([rows[idx.to(rows.device)] for rows, idx in zip(pos, picks)], neg) for pos, neg in sets]
 
 
 def is_finetune(method: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 
-METHODS = ("lego", "ti", "cl-only", "ss-only", "dreambooth", "custom-diffusion")
+METHODS = ("lego", "ti", "cl-only", "ss-only", "reversion", "dreambooth", "custom-diffusion")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 SIMILARITIES = ("cosine", "dot")
@@ -48,8 +48,8 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: tuple |
 class InversionConfig:
     """Trainer settings. Where each default comes from: docs/toyworld_benchmark.md and the field's help."""
 
-    method: str = option("lego", "what to learn: lego, its §5.5 ablations ti, cl-only, ss-only, or the fine-tuning "
-                                 "baselines dreambooth (LoRA), custom-diffusion (baselines.py)",
+    method: str = option("lego", "what to learn: lego, its §5.5 ablations ti, cl-only, ss-only, or the baselines "
+                                 "reversion, dreambooth (LoRA), custom-diffusion (baselines.py)",
                          choices=METHODS, cli=False)
     steps: int | None = option(None, "optimisation steps; None: the model's (400, unless its lego_inversion.json "
                                      "sets another)")
@@ -152,7 +152,7 @@ class InversionConfig:
     @property
     def use_context_loss(self) -> bool:
         """§4.4: Eq. 2 on every concept token."""
-        return self.method in ("lego", "cl-only") and self.context_weight > 0
+        return self.method in ("lego", "cl-only", "reversion") and self.context_weight > 0
 
     # Settings that may change between a run and its --resume without changing what is being learned.
     RESUMABLE = ("steps", "checkpoint_every", "validate_every", "validation_steps", "validation_images",
@@ -161,6 +161,8 @@ class InversionConfig:
     def resolved(self, model_defaults: dict[str, Any]) -> InversionConfig:
         """This config with every model-dependent field left None filled from `model_defaults` (a model folder's
         lego_inversion.json), else from MODEL_DEFAULTS; a bad value there is a one-line UserError."""
+        if self.method == "reversion" and self.timestep_skew is None:  # ReVersion's relation-focal sampling
+            model_defaults = {**model_defaults, "timestep_skew": 0.5}
         values = {k: model_defaults.get(k, v) for k, v in MODEL_DEFAULTS.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **values) if values else self
 

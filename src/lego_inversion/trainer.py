@@ -143,11 +143,14 @@ class InversionRun:
                     raise UserError(f"{where}: {field_name}: {exc}; use other words") from None
 
     def _context_sets(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
-        """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen)."""
+        """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen). ReVersion's steer
+        loss takes the caption's nouns as N_i (baselines.steer_negatives)."""
         sets = []
+        steer = baselines.steer_negatives(self) if self.config.method == "reversion" else None
         for slot in self.backbone.slots:
             pos = [words_to_rows(list(c.positives), slot.tokenizer, slot.base_table) for c in self.spec.concepts]
-            neg = [words_to_rows(list(c.negatives), slot.tokenizer, slot.base_table) for c in self.spec.concepts]
+            neg = [words_to_rows(list(steer or c.negatives), slot.tokenizer, slot.base_table)
+                   for c in self.spec.concepts]
             sets.append((pos, neg))
         return sets
 
@@ -189,9 +192,11 @@ class InversionRun:
             terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
         if self.context_sets is not None:
+            sets = baselines.steer_positives(self, self.context_sets) if cfg.method == "reversion" \
+                else self.context_sets
             ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature,
                                                          cfg.context_similarity)
-                      for slot, ids, (pos, neg) in zip(bb.slots, self.concept_ids, self.context_sets))
+                      for slot, ids, (pos, neg) in zip(bb.slots, self.concept_ids, sets))
             terms["loss_context"] = ctx
             total = total + cfg.context_weight * ctx
         terms["loss"] = total
