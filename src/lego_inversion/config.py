@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 
-METHODS = ("lego", "ti", "cl-only", "ss-only")
+METHODS = ("lego", "ti", "cl-only", "ss-only", "reversion", "dreambooth", "custom-diffusion")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 SIMILARITIES = ("cosine", "dot")
@@ -48,7 +48,8 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: tuple |
 class InversionConfig:
     """Trainer settings. Where each default comes from: docs/toyworld_benchmark.md and the field's help."""
 
-    method: str = option("lego", "what to learn (Lego §5.5 ablation): lego, ti, cl-only or ss-only",
+    method: str = option("lego", "what to learn: lego, its §5.5 ablations ti, cl-only, ss-only, or the baselines "
+                                 "reversion, dreambooth (LoRA), custom-diffusion (baselines.py)",
                          choices=METHODS, cli=False)
     steps: int | None = option(None, "optimisation steps; None: the model's (400, unless its lego_inversion.json "
                                      "sets another)")
@@ -89,8 +90,19 @@ class InversionConfig:
     device: str | None = option(None, "torch device; None: cuda if available, else cpu")
     lr_warmup_steps: int = option(0, "linear learning-rate warm-up steps")
     log_every: int = option(10, "log losses (progress bar, TensorBoard) every K steps")
+    lora_rank: int = option(4, "dreambooth: LoRA rank (diffusers' train_dreambooth_lora.py default)")
+    lora_alpha: float | None = option(None, "dreambooth: LoRA alpha, scale alpha / rank; None: the rank")
+    lora_targets: str = option("to_q,to_k,to_v,to_out.0", "dreambooth: comma-separated UNet module names with LoRA")
+    unet_learning_rate: float | None = option(
+        None, "dreambooth / custom-diffusion: learning rate of the UNet parts; None: 1e-4 (LoRA) / 1e-5 (Custom "
+        "Diffusion), diffusers' example scripts")
+    prior_preservation: bool = option(False, "dreambooth / custom-diffusion: class-specific prior preservation "
+                                             "with images the model generates of the class prompt")
+    class_images: int = option(8, "prior preservation: class images (generated once, cached)")
 
     def __post_init__(self) -> None:
+        if self.lora_rank < 1 or self.class_images < 1:
+            raise UserError("lora_rank and class_images must be at least 1")
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r} is not a method; choose one of: {', '.join(METHODS)}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -133,9 +145,14 @@ class InversionConfig:
         return self.method in ("lego", "ss-only")
 
     @property
+    def finetunes_unet(self) -> bool:
+        """DreamBooth / Custom Diffusion: trainable UNet parts, so the run cannot share a UNet call with others."""
+        return self.method in ("dreambooth", "custom-diffusion")
+
+    @property
     def use_context_loss(self) -> bool:
         """§4.4: Eq. 2 on every concept token."""
-        return self.method in ("lego", "cl-only") and self.context_weight > 0
+        return self.method in ("lego", "cl-only", "reversion") and self.context_weight > 0
 
     # Settings that may change between a run and its --resume without changing what is being learned.
     RESUMABLE = ("steps", "checkpoint_every", "validate_every", "validation_steps", "validation_images",
@@ -144,6 +161,8 @@ class InversionConfig:
     def resolved(self, model_defaults: dict[str, Any]) -> InversionConfig:
         """This config with every model-dependent field left None filled from `model_defaults` (a model folder's
         lego_inversion.json), else from MODEL_DEFAULTS; a bad value there is a one-line UserError."""
+        if self.method == "reversion" and self.timestep_skew is None:  # ReVersion's relation-focal sampling
+            model_defaults = {**model_defaults, "timestep_skew": 0.5}
         values = {k: model_defaults.get(k, v) for k, v in MODEL_DEFAULTS.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **values) if values else self
 

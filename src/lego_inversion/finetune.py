@@ -154,7 +154,7 @@ def remove_unet_parts(backbone) -> None:
     """Back to the base UNet: drop LoRA adapters and custom attention processors."""
     unet = backbone.unet
     if getattr(unet, "peft_config", None):
-        unet.delete_adapters(list(unet.peft_config))
+        unet.unload_lora()  # the wrapped layers back to the plain base modules (not just adapters deleted)
     base = unet.__dict__.pop("_lego_base_processors", None)
     if base is not None:
         unet.set_attn_processor(dict(base))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_save_file, atomic_torch_save
+from .atomic import atomic_save_file, atomic_torch_save, atomic_write
 from .errors import UserError
 
 EMBEDS_FILE = "learned_embeds.safetensors"
@@ -165,7 +165,7 @@ def export(concept: LearnedConcept, fmt: str, out: str | Path | None = None,
     target = export_path(concept, fmt, out)
     if fmt == "diffusers":
         vectors = {t: concept.vectors[t] for t in (concept.all_tokens if include_subject else concept.tokens)}
-        return export_diffusers(vectors, concept.slots, target)
+        return export_diffusers(vectors, concept.slots, target) + _export_unet_parts(concept, fmt, target)
     if target.stem != file_stem(concept.name):
         logger.warning("%s: %s takes the trigger word from the file name, so prompts must say %r, not the concept "
                        "name %r; pass a folder as --out to name the file after the concept",
@@ -185,4 +185,30 @@ def export(concept: LearnedConcept, fmt: str, out: str | Path | None = None,
             written.append(atomic_torch_save(path, payload))
         else:  # comfyui / kohya
             written.append(atomic_save_file(path, {"emb_params": concept.matrix(tokens)}))
-    return written
+    return written + _export_unet_parts(concept, fmt, target)
+
+
+def _export_unet_parts(concept: LearnedConcept, fmt: str, target: Path) -> list[Path]:
+    """A fine-tuning baseline's UNet parts beside its embedding: DreamBooth's LoRA in the kohya-ss layout that
+    Automatic1111, ComfyUI and kohya load (`<stem>-lora.safetensors`; use the embedding's trigger word in the
+    prompt and load the LoRA beside it), or the diffusers files as they are."""
+    import shutil
+
+    from .finetune import CUSTOM_DIFFUSION_FILE, LORA_FILE, lora_to_kohya
+
+    source = concept.source
+    if source is None:
+        return []
+    if fmt == "diffusers":
+        copied = []
+        for name in (LORA_FILE, CUSTOM_DIFFUSION_FILE):
+            if (source / name).is_file():
+                copied.append(atomic_write(target / name, lambda tmp, src=source / name: shutil.copyfile(src, tmp)))
+        return copied
+    if (source / CUSTOM_DIFFUSION_FILE).is_file():
+        logger.warning("%s: Custom Diffusion's K/V weights load in diffusers only (%s); %s gets the embedding alone",
+                       source, CUSTOM_DIFFUSION_FILE, TOOLS[fmt])
+    if not (source / LORA_FILE).is_file():
+        return []
+    lora = target.with_name(f"{target.stem}-lora.safetensors")
+    return [atomic_save_file(lora, lora_to_kohya(source))]

@@ -215,7 +215,22 @@ def load_generator(model: str | None = None, concepts: Sequence[str | Path] = ()
     if model is None and learned:
         model = default_model(learned)
     backbone = load_backbone(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+    _apply_unet_parts(backbone, learned)
     return ConceptGenerator(backbone, learned)
+
+
+def _apply_unet_parts(backbone, learned) -> None:
+    """A fine-tuning baseline's run (dreambooth, custom-diffusion) brings UNet parts: load them onto the backbone.
+    At most one such run per generator: two fine-tuned UNets cannot be applied at once."""
+    from .finetune import METHOD_FILES, apply_unet_parts
+
+    tuned = [c for c in learned
+             if c.source is not None and any((c.source / f).is_file() for f in METHOD_FILES.values())]
+    if len(tuned) > 1:
+        raise UserError(f"concepts {tuned[0].name!r} and {tuned[1].name!r} both fine-tuned the UNet; compose at most "
+                        "one dreambooth / custom-diffusion run with learned-token runs")
+    if tuned:
+        apply_unet_parts(backbone, tuned[0].source)
 
 
 def check_output_folder(out: Path, overwrite: bool = False) -> None:

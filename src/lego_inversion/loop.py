@@ -124,6 +124,8 @@ def train_runs(runs: list, progress: bool = True) -> None:
     """
     from torch.utils.tensorboard import SummaryWriter
 
+    if len(runs) > 1 and any(r.config.finetunes_unet for r in runs):
+        raise ValueError("runs that fine-tune the UNet cannot share it with other runs; train them one at a time")
     writers = {id(r): SummaryWriter(str(r.out_dir / "tensorboard"), purge_step=r.step or None) for r in runs}
     total = sum(r.config.steps for r in runs)
     desc = f"lego invert ({runs[0].config.method})" if len(runs) == 1 else f"lego invert ({len(runs)} runs)"

@@ -10,7 +10,8 @@ joint steps on one shared frozen model (one UNet call per step for all runs; `lo
     folders = invert_cells([(concept_dir, config, run_dir), ...])    # any list of runs, configs may differ
 
 Each run has its own rows, optimizer, random streams, checkpoint and run folder, and learns what it would learn
-alone. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
+alone; fine-tuning baselines (dreambooth, custom-diffusion) change the UNet, so they train one at a time after
+the joint runs. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
 are skipped. With one folder, one method and one seed, `invert` (trainer.py) writes OUT itself.
 """
 
@@ -20,6 +21,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from . import baselines
 from .config import InversionConfig
 from .errors import UserError
 from .formats import EMBEDS_FILE
@@ -82,12 +84,21 @@ def invert_cells(cells: list[tuple[Path, InversionConfig, Path]], model: str | N
         if torch.cuda.is_available():
             base = dataclasses.replace(base, device=f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     backbone = load_training_backbone(model, base, allow_pickle=allow_pickle)
-    built = [build_run(concept, out, cfg, backbone, resume=resume, alias=str(i))
-             for i, (concept, cfg, out) in enumerate(cells)]
+    joint = [(i, cell) for i, cell in enumerate(cells) if not cell[1].finetunes_unet]
+    built = [build_run(concept, out, cfg, backbone, resume=resume, alias=str(i)) for i, (concept, cfg, out) in joint]
     for run, previous in built:
         open_run_folder(run, previous)
     runs = [run for run, _ in built]
     todo = [r for r in runs if not (r.finished and (r.out_dir / EMBEDS_FILE).is_file())]
     if todo:
         train_runs(todo, progress=progress)
-    return [r.out_dir for r in runs]
+    for i, (concept, cfg, out) in enumerate(cells):  # UNet fine-tuning runs: one at a time on the shared model
+        if cfg.finetunes_unet:
+            run, previous = build_run(concept, out, cfg, backbone, resume=resume, alias=str(i))
+            try:
+                open_run_folder(run, previous)
+                if not (run.finished and (run.out_dir / EMBEDS_FILE).is_file()):
+                    train_runs([run], progress=progress)
+            finally:
+                baselines.detach(run)
+    return [out for _, _, out in cells]

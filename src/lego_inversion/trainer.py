@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import baselines
 from .atomic import atomic_save_image, atomic_write_json
 from .backbones import Backbone, load_backbone
 from .backbones.tokens import words_to_rows
@@ -103,8 +104,9 @@ class InversionRun:
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
         cuda = backbone.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay, fused=True if cuda else None)
+        groups = baselines.attach(self)  # the fine-tuning baselines' UNet parts, if any
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                           fused=True if cuda else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.steps, config.lr_warmup_steps, config.lr_schedule))
         self.amp_dtype = AMP_DTYPES.get(config.mixed_precision) if cuda else None
@@ -136,11 +138,14 @@ class InversionRun:
                     raise UserError(f"{where}: {field_name}: {exc}; use other words") from None
 
     def _context_sets(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
-        """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen)."""
+        """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen). ReVersion's steer
+        loss takes the caption's nouns as N_i (baselines.steer_negatives)."""
         sets = []
+        steer = baselines.steer_negatives(self) if self.config.method == "reversion" else None
         for slot in self.backbone.slots:
             pos = [words_to_rows(list(c.positives), slot.tokenizer, slot.base_table) for c in self.spec.concepts]
-            neg = [words_to_rows(list(c.negatives), slot.tokenizer, slot.base_table) for c in self.spec.concepts]
+            neg = [words_to_rows(list(steer or c.negatives), slot.tokenizer, slot.base_table)
+                   for c in self.spec.concepts]
             sets.append((pos, neg))
         return sets
 
@@ -175,9 +180,11 @@ class InversionRun:
             terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
         if self.context_sets is not None:
+            sets = baselines.steer_positives(self, self.context_sets) if cfg.method == "reversion" \
+                else self.context_sets
             ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature,
                                                          cfg.context_similarity)
-                      for slot, ids, (pos, neg) in zip(bb.slots, self.concept_ids, self.context_sets))
+                      for slot, ids, (pos, neg) in zip(bb.slots, self.concept_ids, sets))
             terms["loss_context"] = ctx
             total = total + cfg.context_weight * ctx
         terms["loss"] = total
@@ -262,6 +269,7 @@ class InversionRun:
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())
+        baselines.save(self)
         atomic_write_json(self.out_dir / CONCEPT_FILE, self.concept_json())
 
     @property
@@ -393,7 +401,10 @@ def invert(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig
     if backbone is None:
         backbone = load_training_backbone(model, config, allow_pickle=allow_pickle)
     run, previous = build_run(concept_dir, out_dir, config, backbone, resume=resume)
-    open_run_folder(run, previous)
-    if run.finished and (out_dir / EMBEDS_FILE).is_file():
-        return out_dir
-    return run.run(progress=progress)
+    try:
+        open_run_folder(run, previous)
+        if run.finished and (out_dir / EMBEDS_FILE).is_file():
+            return out_dir
+        return run.run(progress=progress)
+    finally:
+        baselines.detach(run)  # a fine-tuning run's UNet parts are on disk; the backbone goes back to its base
