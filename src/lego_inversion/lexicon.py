@@ -24,7 +24,9 @@ A word that WordNet does not know is a `UserError`: write `positives` / `negativ
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from .errors import UserError
 from .wordnet import LEXICON_NAME, Synset, normalize, phrase, wordnet
 
 DEFAULT_LIMIT = 5
+log = logging.getLogger(__name__)
 MAIN_POS = "av"  # adjective (with satellites) and verb senses come first: Lego's concepts are adjectives/verbs
 POS_ORDER = "avnr"
 
@@ -202,6 +205,30 @@ def suggest_for_backbone(word: str, backbone, limit: int = DEFAULT_LIMIT) -> Wor
     first, *others = backbone.slots
     return suggest_words(word, first.tokenizer, first.base_table, limit,
                          also_embed=[(s.tokenizer, s.base_table) for s in others])
+
+
+def with_context_words(spec, backbone):
+    """Fill `positives` / `negatives` that a [[concept]] table leaves out with WordNet's synonyms / antonyms of its
+    `init` word, filtered and ranked in the model's own embedding table (lexicon.py); concept.json records them."""
+    concepts = []
+    for i, c in enumerate(spec.concepts):
+        missing = [key for key in ("positives", "negatives") if not getattr(c, key)]
+        if missing:
+            try:
+                found = suggest_for_backbone(c.init, backbone)
+            except UserError as exc:
+                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}] has no {' or '.join(missing)} and "
+                                f"none can be proposed ({exc}); write them by hand") from None
+            filled = {key: tuple(getattr(found, key)) for key in missing}
+            empty = [key for key in missing if not filled[key]]
+            if empty:
+                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}].{empty[0]}: WordNet proposes none for "
+                                f"{c.init!r} that {backbone.model_id} can embed; write them by hand")
+            log.warning("%s: concept[%d] (%s) uses suggested %s", spec.root / "concept.toml", i, c.token,
+                        "; ".join(f"{key} {list(words)}" for key, words in filled.items()))
+            c = dataclasses.replace(c, **filled, suggested=tuple(missing))
+        concepts.append(c)
+    return dataclasses.replace(spec, concepts=concepts)
 
 
 # -- lego suggest-words ------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
 from .loop import lr_factor
+from .lexicon import with_context_words
 from .losses import context_loss, diffusion_loss, diffusion_target, sample_timesteps
 from .prompts import fill
 
@@ -76,7 +77,7 @@ class InversionRun:
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
         config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
-            spec = with_context_words(spec, backbone)
+            spec = with_context_words(spec, backbone)  # positives / negatives a concept leaves out, from WordNet
         spec = spec.with_vectors(config.vectors_per_token)
         self.spec, self.backbone, self.config, self.out_dir = spec, backbone, config, Path(out_dir)
         self.subject_token = spec.subject_token if config.subject_separation else None
@@ -281,32 +282,6 @@ class InversionRun:
 
         train_runs([self], progress=progress)
         return self.out_dir
-
-
-def with_context_words(spec: ConceptSpec, backbone: Backbone) -> ConceptSpec:
-    """Fill `positives` / `negatives` that a [[concept]] table leaves out with WordNet's synonyms / antonyms of its
-    `init` word, filtered and ranked in the model's own embedding table (lexicon.py); concept.json records them."""
-    from .lexicon import suggest_for_backbone
-
-    concepts = []
-    for i, c in enumerate(spec.concepts):
-        missing = [key for key in ("positives", "negatives") if not getattr(c, key)]
-        if missing:
-            try:
-                found = suggest_for_backbone(c.init, backbone)
-            except UserError as exc:
-                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}] has no {' or '.join(missing)} and "
-                                f"none can be proposed ({exc}); write them by hand") from None
-            filled = {key: tuple(getattr(found, key)) for key in missing}
-            empty = [key for key in missing if not filled[key]]
-            if empty:
-                raise UserError(f"{spec.root / 'concept.toml'}: concept[{i}].{empty[0]}: WordNet proposes none for "
-                                f"{c.init!r} that {backbone.model_id} can embed; write them by hand")
-            log.warning("%s: concept[%d] (%s) uses suggested %s", spec.root / "concept.toml", i, c.token,
-                        "; ".join(f"{key} {list(words)}" for key, words in filled.items()))
-            c = dataclasses.replace(c, **filled, suggested=tuple(missing))
-        concepts.append(c)
-    return dataclasses.replace(spec, concepts=concepts)
 
 
 # -- preparing a run folder -------------------------------------------------------------------------------------
