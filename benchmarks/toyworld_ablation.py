@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from lego_inversion.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 METHODS = ("ti", "cl-only", "ss-only", "lego")
+BASELINES = ("reversion", "dreambooth", "custom-diffusion")  # the paper's baselines (§5.1–5.2): opt-in, costlier
 METRICS = ("success", "leakage", "fidelity", "clean")
 
 
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--examples", default=str(ROOT / "examples"))
     ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
-    ap.add_argument("--methods", nargs="*", default=["text", *METHODS])
+    ap.add_argument("--methods", nargs="*", default=["text", *METHODS],
+                    help=f"text, {', '.join(METHODS)} (default), or the baselines {', '.join(BASELINES)}")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    bad = [m for m in args.methods if m not in ("text", *METHODS)]
+    bad = [m for m in args.methods if m not in ("text", *METHODS, *BASELINES)]
     if bad or (args.steps is not None and args.steps < 1) or args.images < 1 or not args.seeds:
         print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds", file=sys.stderr)
         return 2
