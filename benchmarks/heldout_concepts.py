@@ -17,9 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lego_inversion.atomic import atomic_dir, atomic_save_image, atomic_write_text  # noqa: E402
-from lego_inversion.toyworld.examples import Example, Token, concept_toml, scenes  # noqa: E402
-from lego_inversion.toyworld.render import render  # noqa: E402
+from lego_inversion.toyworld.examples import Example, Token, write_example  # noqa: E402
 
 HELDOUT = (
     Example("melted_star_red", "star", "melted", 1,
@@ -54,15 +52,7 @@ def make_heldout(out: str | Path = ROOT / "benchmarks" / "heldout") -> list[Path
     out = Path(out)
     made = []
     for ex in HELDOUT:
-        with_, without = scenes(ex)
-        with atomic_dir(out / ex.name) as tmp:
-            for i, s in enumerate(with_):
-                atomic_save_image(tmp / "with" / f"{i}.png", render(s))
-            for i, s in enumerate(without):
-                atomic_save_image(tmp / "without" / f"{i}.png", render(s))
-            atomic_write_text(tmp / "concept.toml", concept_toml(ex).replace("`lego toyworld make-examples`",
-                                                                             "`benchmarks/heldout_concepts.py`"))
-        made.append(out / ex.name)
+        made.append(write_example(out / ex.name, ex, made_by="`benchmarks/heldout_concepts.py`"))
     return made
 
 

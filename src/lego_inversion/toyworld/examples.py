@@ -102,12 +102,18 @@ def make_examples(out: str | Path = "examples", names: list[str] | None = None) 
     for ex in EXAMPLES:
         if names and ex.name not in names:
             continue
-        with_, without = scenes(ex)
-        with atomic_dir(out / ex.name) as tmp:
-            for i, s in enumerate(with_):
-                atomic_save_image(tmp / "with" / f"{i}.png", render(s))
-            for i, s in enumerate(without):
-                atomic_save_image(tmp / "without" / f"{i}.png", render(s))
-            atomic_write_text(tmp / "concept.toml", concept_toml(ex))
-        made.append(out / ex.name)
+        made.append(write_example(out / ex.name, ex))
     return made
+
+
+def write_example(folder: Path, ex: Example, made_by: str = "`lego toyworld make-examples`") -> Path:
+    """Render one example's with/ and without/ images and its concept.toml into `folder`, swapped in whole;
+    `made_by` names the command in the TOML's header."""
+    with_, without = scenes(ex)
+    with atomic_dir(folder) as tmp:
+        for i, s in enumerate(with_):
+            atomic_save_image(tmp / "with" / f"{i}.png", render(s))
+        for i, s in enumerate(without):
+            atomic_save_image(tmp / "without" / f"{i}.png", render(s))
+        atomic_write_text(tmp / "concept.toml", concept_toml(ex).replace("`lego toyworld make-examples`", made_by))
+    return folder
