@@ -47,6 +47,7 @@ class TokenExtension(nn.Module):
         self.base.weight.requires_grad_(False)
         self.new = _NewRows(base.weight.shape[1])
         self._frozen: torch.Tensor | None = None
+        self._masks: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def install(cls, encoder: nn.Module) -> TokenExtension:
@@ -109,14 +110,22 @@ class TokenExtension(nn.Module):
     @contextlib.contextmanager
     def frozen(self, ids: Iterable[int]) -> Iterator[None]:
         """Inside this block the given new ids act as constants (no gradient flows into them)."""
-        rows = [i - self.num_base for i in ids]
-        mask = torch.zeros(self.extra.shape[0], dtype=torch.bool)
-        mask[rows] = True
-        previous, self._frozen = self._frozen, (mask.to(self.extra.device) if rows else None)
+        previous, self._frozen = self._frozen, self._mask(tuple(i - self.num_base for i in ids))
         try:
             yield
         finally:
             self._frozen = previous
+
+    def _mask(self, rows: tuple[int, ...]) -> torch.Tensor | None:
+        """The device mask of `rows`, made once per set of rows and row count (the training step asks every step)."""
+        if not rows:
+            return None
+        key = (rows, self.extra.shape[0], self.extra.device)
+        if key not in self._masks:
+            mask = torch.zeros(self.extra.shape[0], dtype=torch.bool)
+            mask[list(rows)] = True
+            self._masks[key] = mask.to(self.extra.device)
+        return self._masks[key]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out = self.base(input_ids.clamp(max=self.num_base - 1))
