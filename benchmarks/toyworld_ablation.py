@@ -3,10 +3,15 @@
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation --seeds 0 1 2   # ~1 h, 2 CPU cores
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_smoke --concepts melted_cube \
         --methods ti lego --seeds 0 --steps 20 --images 2 --targets ball            # smoke test, ~3 min
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_base --methods text attend-excite \
+        ti lego reversion dreambooth custom-diffusion      # with the paper's baselines (opt-in) [--no-cost]
 
 For every example concept K (examples/*, personalized variants that no caption names), method M in
-{ti, cl-only, ss-only, lego} (+ the "text" baseline: the concept's words, no inversion) and seed S, it inverts
-the concept (all missing cells' inversions trained together, one UNet call per step:
+{ti, cl-only, ss-only, lego} (+ the "text" baseline: the concept's words, no inversion; opt-in: the paper's
+baselines reversion, dreambooth, custom-diffusion, and "attend-excite": the text baseline's prompt generated
+with Attend-and-Excite (Chefer et al. 2023) on its words that name the target subject and the concept, chosen
+by `lego evaluate`'s rule; text and attend-excite learn nothing, so they run the first seed only) and seed S,
+it inverts the concept (all missing cells' inversions trained together, one UNet call per step:
 `lego_inversion.sweep.invert_cells`; each run learns what it would alone), generates `--images` images onto
 each new target subject ("a photo of a ball that is <melted>"), and lets the oracle read them:
     concept success  = the oracle sees the *personalized* variant of the concept (and the right count)
@@ -20,6 +25,14 @@ human preference study) and on concept success (ties count 1/2). Results: result
 grids/<method>.png (one row per concept: the exemplar's `with/` images, then the first seed's images on each
 target). Every cell is saved as it finishes (cells/*.json, grids/cells/*.png), so an interrupted run continues
 where it stopped.
+
+Cost of one run (results.json `summary.costs.<method>`, the "Cost of one run" table; skip with --no-cost): the
+cells are trained batched, so for each trained method one run (the first concept, the first seed, the cells'
+config) is trained alone into cost/<method>/ and measured by `lego_inversion.baselines.run_cost`: wall seconds
+(building the run, training, validation grids, saving; not loading the model), trained parameters, bytes of
+its saved results (the run folder's *.safetensors but the checkpoint) and peak CUDA memory (the model
+included; n/a on CPU: a process's resident high-water mark cannot be attributed to one run). Saved as
+cost/<method>.json and reused while the concept and config are the same.
 """
 
 from __future__ import annotations
@@ -38,8 +51,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lego_inversion.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from ablation_costs import COSTS, cost_table, probe_costs  # noqa: E402
+
 METHODS = ("ti", "cl-only", "ss-only", "lego")
 BASELINES = ("reversion", "dreambooth", "custom-diffusion")  # the paper's baselines (§5.1–5.2): opt-in, costlier
+EXCITE = "attend-excite"  # the paper's generation-time baseline (Chefer et al. 2023): opt-in, no inversion
+PLAIN = ("text", EXCITE)  # methods that learn nothing: the first seed only, no training, no cost probe
 METRICS = ("success", "leakage", "fidelity", "clean")
 
 
@@ -113,8 +131,8 @@ def train_missing(jobs: list[tuple[Path, str, int]], args) -> None:
     runs resume from their checkpoints."""
     from lego_inversion.sweep import invert_cells
 
-    cells = [(ex, cell_config(m, s, args), run_dir(ex, m, s, args)) for ex, m, s in jobs if m != "text"
-             and not (Path(args.out) / "cells" / f"{ex.name}-{m}-{s}.json").is_file()]
+    cells = [(ex, cell_config(m, s, args), run_dir(ex, m, s, args)) for ex, m, s in jobs if m
+             not in PLAIN and not (Path(args.out) / "cells" / f"{ex.name}-{m}-{s}.json").is_file()]
     if cells:
         print(f"training {len(cells)} inversions together", flush=True)
         invert_cells(cells, model=args.model, resume=True, progress=False)
@@ -127,9 +145,12 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
     data = tomllib.loads((example / "concept.toml").read_text())
     truth = data["toyworld"]
     tgt = cell_targets(truth, args)
-    if method == "text":
+    excite = {}
+    if method in PLAIN:
         gen = load_generator(args.model, [])
         prompts = [generic_prompt(t, None, truth["concept"], truth["count"]) for t in tgt]
+        if method == EXCITE:
+            excite = {"excite": [excite_words(truth, t) for t in tgt]}
     else:
         from lego_inversion.trainer import invert
 
@@ -140,14 +161,33 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
                                where=f"{example / 'concept.toml'}: prompts.with")
     seeds = [1000 * seed + i for i in range(len(prompts))]
     images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False,
-                          guidance_scale=args.guidance)
+                          guidance_scale=args.guidance, **excite)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)
     preds = oracle.predict(images)
     scores = [score(p, truth, t) for p, t in zip(preds, tgt)]
     return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)),
             **{m: float(np.mean([s[m] for s in scores])) for m in METRICS}, "n_images": len(scores),
-            "predictions": preds}
+            "predictions": preds} | ({"excite": sorted({w for ws in excite["excite"] for w in ws})} if excite else {})
+
+
+def excite_words(truth: dict, target: str) -> list[str]:
+    """The words Attend-and-Excite excites in the text baseline's prompt for `target`: those that name the
+    target subject and the concept, by `lego evaluate`'s rule (`ResolvedConcept.excite_words`: the content words
+    of the target and of the concept's description). The description is what the prompt adds to the caption
+    opening "a photo of": "ball that is melted" -> ball, melted; "three balls" -> three, balls."""
+    from lego_inversion.evaluation.plan import ResolvedConcept
+    from lego_inversion.toyworld.render import PLURALS
+    from lego_inversion.toyworld.training_data import BASE_TEMPLATE, generic_prompt
+
+    words = generic_prompt(target, None, truth["concept"], truth["count"]).split()
+    opening = BASE_TEMPLATE.split()
+    while words and opening and words[0] == opening[0]:
+        words, opening = words[1:], opening[1:]
+    subject = PLURALS[target] if truth["concept"] == "count" else target  # as the prompt names it
+    described = ResolvedConcept(entry=None, methods=[EXCITE], targets=[target], description=" ".join(words),
+                                questions=[], count=None, exemplars=[])
+    return described.excite_words(subject)
 
 
 GRID_PER_TARGET = 4  # images of each target subject shown in a grid row
@@ -191,8 +231,10 @@ def save_method_grids(out: Path, cells: list[dict], methods: list[str]) -> list[
     return written
 
 
-def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
+def summarize(cells: list[dict], methods: list[str], costs: dict[str, dict] | None = None) -> tuple[dict, str]:
     summary = {"methods": {}, "win_rates": {}}
+    if costs:
+        summary["costs"] = {m: {k: c[k] for k in COSTS} for m, c in costs.items()}
     by_method = {m: {(c["concept"], c["seed"]): c for c in cells if c["method"] == m} for m in methods}
     lines = ["| method | concept success | subject leakage | target fidelity | clean hit | cells |",
              "|---|---|---|---|---|---|"]
@@ -225,7 +267,8 @@ def summarize(cells: list[dict], methods: list[str]) -> tuple[dict, str]:
             cs = [c for c in cells if c["concept"] == k and c["method"] == m]
             row.append("/".join(f"{np.mean([c[x] for c in cs]):.2f}" for x in METRICS) if cs else "-")
         lines.append(f"| {k} | " + " | ".join(row) + " |")
-    return summary, "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    return summary, table + ("\n" + cost_table(summary["costs"]) if costs else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", default=str(ROOT / "examples"))
     ap.add_argument("--concepts", nargs="*", help="example folder names (default: all with a [toyworld] table)")
     ap.add_argument("--methods", nargs="*", default=["text", *METHODS],
-                    help=f"text, {', '.join(METHODS)} (default), or the baselines {', '.join(BASELINES)}")
+                    help=f"text, {', '.join(METHODS)} (default), or the baselines {', '.join(BASELINES)}, {EXCITE}")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
@@ -245,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="default: the bundled toy model")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="InversionConfig overrides for every run, e.g. learning_rate=1e-2 context_weight=0.1")
+    ap.add_argument("--no-cost", action="store_true",
+                    help="skip the cost probe (one run of each trained method trained alone, timed)")
     args = ap.parse_args(argv)
     try:
         args.set = parse_overrides(args.set)
@@ -258,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    bad = [m for m in args.methods if m not in ("text", *METHODS, *BASELINES)]
+    bad = [m for m in args.methods if m not in (*PLAIN, *METHODS, *BASELINES)]
     if bad or (args.steps is not None and args.steps < 1) or args.images < 1 or not args.seeds:
         print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds", file=sys.stderr)
         return 2
@@ -270,9 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     oracle, cells, t0 = Oracle.load(), [], time.time()
-    jobs = [(e, m, s) for e in examples for m in args.methods for s in (args.seeds if m != "text" else
+    jobs = [(e, m, s) for e in examples for m in args.methods for s in (args.seeds if m not in PLAIN else
                                                                          args.seeds[:1])]
+    costs = {}
     try:
+        if not args.no_cost:
+            costs = probe_costs(examples[0], [m for m in dict.fromkeys(args.methods) if m not in PLAIN], args,
+                                    cell_config)
         train_missing(jobs, args)
         for i, (ex, m, s) in enumerate(jobs):
             f = out / "cells" / f"{ex.name}-{m}-{s}.json"
@@ -292,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"toyworld_ablation: error: {exc}", file=sys.stderr)
         return 2
-    summary, table = summarize(cells, args.methods)
+    summary, table = summarize(cells, args.methods, costs)
     save_method_grids(out, cells, args.methods)
     cmd = "PYTHONPATH=src python3 benchmarks/toyworld_ablation.py " + " ".join(argv or sys.argv[1:])
     atomic_write_json(out / "results.json", {"summary": summary, "args": vars(args), "command": cmd,

@@ -143,3 +143,73 @@ def test_missing_cells_are_trained_together_and_saved_cells_are_skipped(tmp_path
     assert kw["resume"] is True
     args.steps = None  # the model's default steps, resolved when the run is built
     assert bench.cell_config("ti", 0, args).steps is None
+
+
+def test_excite_words_name_the_target_and_the_concept_as_lego_evaluate_does():
+    """Attend-and-Excite's words in the text baseline's prompt: the target subject as the prompt names it and the
+    concept's words, without function words (lego evaluate's `ResolvedConcept.excite_words` rule)."""
+    assert bench.excite_words(TRUTH, "ball") == ["ball", "melted"]  # "a photo of a ball that is melted"
+    three = TRUTH | {"concept": "count", "count": 3}
+    assert bench.excite_words(three, "star") == ["stars", "three"]  # "a photo of three stars"
+    assert bench.excite_words(TRUTH | {"concept": "arms_raised"}, "bear") == ["bear", "raised", "arms"]
+
+
+def test_attend_excite_and_the_cost_of_one_run_in_a_tiny_ablation(tmp_path):
+    """The attend-excite baseline generates the text baseline's prompt from the same noise (first seed only),
+    exciting its words, so its images differ; `summary.costs.ti` is one ti run trained alone, counted by hand;
+    a resumed ablation reuses the probe, --no-cost leaves it out."""
+    import json
+
+    from PIL import Image
+
+    from lego_inversion.generation import load_generator
+
+    out = tmp_path / "abl"
+    argv = ["--out", str(out), "--concepts", "melted_cube", "--methods", "text", "attend-excite", "ti",
+            "--seeds", "1", "2", "--steps", "2", "--images", "1", "--targets", "ball", "--sample-steps", "2",
+            "--threads", "1"]
+    assert bench.main(argv) == 0
+    cells = sorted(p.stem for p in (out / "cells").glob("*.json"))
+    assert cells == ["melted_cube-attend-excite-1", "melted_cube-text-1", "melted_cube-ti-1", "melted_cube-ti-2"]
+    text, excite = (json.loads((out / "cells" / f"melted_cube-{m}-1.json").read_text())
+                    for m in ("text", "attend-excite"))
+    assert excite["prompts"] == text["prompts"] == ["a photo of a ball that is melted"]
+    assert excite["excite"] == ["ball", "melted"] and excite["n_images"] == 1
+
+    # the cell grids: the exemplar's with/ images (identical), then the one generated image (different)
+    n_with = len(list((bench.ROOT / "examples" / "melted_cube" / "with").iterdir()))
+    grids = {m: np.asarray(Image.open(out / "grids" / "cells" / f"melted_cube-{m}-1.png").convert("RGB"))
+             for m in ("text", "attend-excite")}
+    left = 2 + n_with * 66
+    assert grids["text"].shape == grids["attend-excite"].shape == (68, left + 66, 3)
+    assert np.array_equal(grids["text"][:, :left], grids["attend-excite"][:, :left])
+    tiles = {m: g[2:66, left:left + 64].astype(int) for m, g in grids.items()}
+    assert np.abs(tiles["text"] - tiles["attend-excite"]).mean() > 1.0  # A&E moved the latents
+    # both from seed 1000 * 1 + 0, the noise of every method's first image of seed 1
+    gen = load_generator(None, [])
+    prompt = text["prompts"][0]
+    for m, kw in (("text", {}), ("attend-excite", {"excite": [["ball", "melted"]]})):
+        (image,) = gen.generate([prompt], [1000], num_inference_steps=2, progress=False, **kw)
+        assert np.array_equal(np.asarray(image.convert("RGB")).astype(int), tiles[m]), m
+
+    results = json.loads((out / "results.json").read_text())
+    summary = results["summary"]
+    assert set(summary["methods"]) == {"text", "attend-excite", "ti"}
+    assert len(summary["methods"]["attend-excite"]["clean"]) == 3  # [mean, low, high], as every method
+    cost = summary["costs"]["ti"]
+    assert set(summary["costs"]) == {"ti"} and set(cost) == set(bench.COSTS)
+    assert cost["seconds"] > 0 and cost["peak_cuda_bytes"] is None  # CPU
+    assert cost["trained_parameters"] == 1 * 384  # one <melted> row (ti learns no <subj>) x the encoder's width
+    saved = [p for p in (out / "cost" / "ti").glob("*.safetensors") if p.name != "checkpoint.safetensors"]
+    assert [p.name for p in saved] == ["learned_embeds.safetensors"]
+    assert cost["file_bytes"] == sum(p.stat().st_size for p in saved)
+    md = (out / "results.md").read_text()
+    assert "Cost of one run" in md and f"| ti | {cost['seconds']:.1f} | 384 | " in md and "n/a on CPU" in md
+
+    probe = (out / "cost" / "ti.json").read_text()
+    assert bench.main(argv) == 0  # resumed: nothing retrained, the probe reused
+    assert (out / "cost" / "ti.json").read_text() == probe
+    assert json.loads((out / "results.json").read_text())["summary"]["costs"] == summary["costs"]
+    assert bench.main([*argv, "--no-cost"]) == 0
+    assert "costs" not in json.loads((out / "results.json").read_text())["summary"]
+    assert "Cost of one run" not in (out / "results.md").read_text()
