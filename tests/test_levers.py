@@ -106,3 +106,44 @@ def test_bundled_toy_model_sets_its_measured_defaults():
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     assert (cfg.steps, cfg.timestep_skew, backbone.default_learning_rate) == (100, 0.5, 0.01)
     assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
+
+
+def test_norm_cap_keeps_rows_within_a_multiple_of_their_initializer(tiny_sd, concept_dir, tmp_path):
+    """After every update each learned row's norm is at most norm_cap × its initializer's norm (by hand: the norm
+    of the init word's row in the frozen table); without the cap a large learning rate carries rows past it."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    slot = backbone.slots[0]
+    words = [spec.subject_init] + [c.init for c in spec.concepts]
+    ids = [slot.tokenizer(w, add_special_tokens=False).input_ids[0] for w in words]
+    init_norms = slot.base_table[ids].float().norm(dim=-1)
+    norms = {}
+    for cap in (0.0, 1.1):
+        run = InversionRun(spec, backbone, InversionConfig(norm_cap=cap, learning_rate=1.0, **FAST),
+                           tmp_path / f"o{cap}", alias=str(cap))
+        for _ in range(3):
+            run.train_step()
+        norms[cap] = run.params["rows/text_encoder"].detach().norm(dim=-1)
+    assert torch.all(norms[1.1] <= 1.1 * init_norms + 1e-5)
+    assert torch.any(norms[0.0] > 1.1 * init_norms)
+    with pytest.raises(UserError, match="norm_cap"):
+        InversionConfig(norm_cap=0.2)
+
+
+def test_subject_warmup_trains_the_subject_row_alone(tiny_sd, concept_dir, tmp_path):
+    """During the first subject_warmup steps only <subj> moves (it learns from without/ images alone); the
+    concept rows start moving after it."""
+    backbone = load_backbone(str(tiny_sd))
+    run = InversionRun(load_concept(concept_dir), backbone, InversionConfig(subject_warmup=2, **FAST),
+                       tmp_path / "o")
+    rows = run.params["rows/text_encoder"]
+    start = rows.detach().clone()
+    losses = run.losses()
+    assert losses["loss"].item() == pytest.approx(losses["loss_subject"].item())  # no concept or context term
+    for _ in range(2):
+        run.train_step()
+    after_warmup = rows.detach().clone()
+    assert not torch.equal(after_warmup[0], start[0])           # <subj> learned
+    assert torch.equal(after_warmup[1:], start[1:])             # the concept rows did not
+    run.train_step()
+    assert not torch.equal(rows.detach()[1:], start[1:])

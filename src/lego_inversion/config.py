@@ -26,7 +26,7 @@ SIMILARITIES = ("cosine", "dot")
 # Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
-                  "context_similarity": "cosine", "vectors_per_token": 1}
+                  "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "subject_warmup": 0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -76,6 +76,12 @@ class InversionConfig:
         "with the token's init word and context sets); None: the model's (1)")
     lr_schedule: str | None = option(None, "learning-rate schedule after warm-up; None: the model's (constant)",
                                      choices=LR_SCHEDULES)
+    norm_cap: float | None = option(
+        None, "keep each learned row's norm at most this multiple of its initializer word's norm, so it stays "
+        "among the word embeddings (projected after every update); 0: no cap; None: the model's (0)")
+    subject_warmup: int | None = option(
+        None, "Subject Separation: the first K of the steps train <subj> alone on without/ images, so the subject "
+        "is explained before the concept tokens start to learn; None: the model's (0)")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
@@ -115,6 +121,10 @@ class InversionConfig:
             raise UserError(f"vectors_per_token must lie in [1, 8], not {self.vectors_per_token}")
         if self.timestep_skew is not None and not 0.0 <= self.timestep_skew < 1.0:
             raise UserError(f"timestep_skew must lie in [0, 1), not {self.timestep_skew}")
+        if self.norm_cap is not None and not (self.norm_cap == 0 or self.norm_cap >= 0.5):
+            raise UserError(f"norm_cap must be 0 (no cap) or at least 0.5, not {self.norm_cap}")
+        if self.subject_warmup is not None and int(self.subject_warmup) < 0:
+            raise UserError(f"subject_warmup must be >= 0, not {self.subject_warmup}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
         if self.context_similarity is not None and self.context_similarity not in SIMILARITIES:

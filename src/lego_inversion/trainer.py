@@ -104,6 +104,9 @@ class InversionRun:
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
+        # norm_cap: each row's largest allowed norm, from its initializer word (fixed before any update)
+        self.max_norms = {k: config.norm_cap * p.detach().norm(dim=-1, keepdim=True)
+                          for k, p in self.params.items()} if config.norm_cap else {}
         cuda = backbone.device.type == "cuda"
         groups = baselines.attach(self)  # the fine-tuning baselines' UNet parts, if any
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -176,11 +179,12 @@ class InversionRun:
         target = diffusion_target(bb.noise_scheduler, draw.latents, draw.noise, draw.timesteps)
         per_sample = diffusion_loss(prediction, target)
         terms = {"loss_concept": per_sample[draw.n_subject:].mean()}
-        total = terms["loss_concept"]
+        warming_up = draw.n_subject and self.step < cfg.subject_warmup  # <subj> alone learns, from without/
+        total = 0.0 if warming_up else terms["loss_concept"]
         if draw.n_subject:
             terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
-        if self.context_sets is not None:
+        if self.context_sets is not None and not warming_up:
             sets = baselines.steer_positives(self, self.context_sets) if cfg.method == "reversion" \
                 else self.context_sets
             ctx = sum(slot.context_weight * context_loss(slot.ext.rows(ids), pos, neg, cfg.temperature,
@@ -195,6 +199,11 @@ class InversionRun:
         """Optimizer step on this run's rows (gradients already back-propagated), then the next step."""
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.max_norms:
+            with torch.no_grad():
+                for key, limit in self.max_norms.items():
+                    rows = self.params[key]
+                    rows.mul_((limit / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
