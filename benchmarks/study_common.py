@@ -151,14 +151,13 @@ def paired_rows(cells: list[dict], conditions: list[str], baseline: str, metrics
 
 
 def common_args(description: str, default_out: str = "runs/studies") -> argparse.ArgumentParser:
-    from lego_inversion.config import InversionConfig
 
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", default=default_out, help="study root; trained runs are shared under OUT/runs")
     ap.add_argument("--concepts", nargs="+", default=["melted_cube", "crumpled_pyramid"],
                     help="example / held-out concept names (or folders)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--steps", type=int, default=InversionConfig.steps or 400, help="inversion steps per run")
+    ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--images", type=int, default=6, help="images per target subject")
     ap.add_argument("--targets", nargs="+", default=["ball", "star", "bear"])
     ap.add_argument("--sample-steps", type=int, default=25)
@@ -172,7 +171,8 @@ class Study:
     def __init__(self, name: str, args, argv: list[str] | None = None):
         import torch
 
-        if args.steps < 1 or args.images < 1 or args.sample_steps < 1 or not args.seeds or not args.targets:
+        if (args.steps is not None and args.steps < 1) or args.images < 1 or args.sample_steps < 1 \
+                or not args.seeds or not args.targets:
             raise UserError("--steps, --images and --sample-steps must be >= 1; --seeds and --targets not empty")
         torch.set_num_threads(args.threads)
         self.name, self.args = name, args

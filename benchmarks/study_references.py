@@ -3,7 +3,7 @@
     PYTHONPATH=src python3 benchmarks/study_references.py --out runs/studies --concepts melted_cube \
         crumpled_pyramid --seeds 0 --steps 150 --images 4          # the reduced run of docs/studies.md
     PYTHONPATH=src python3 benchmarks/study_references.py --out runs/studies --concepts melted_cube \
-        crumpled_pyramid three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2   # full size (400 steps)
+        crumpled_pyramid three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2  # full size
 
 Lego (method `lego`, the trainer's defaults) learns each concept from N `with/` images (N in --with-counts,
 without/ kept at 2) and from N `without/` images (N in --without-counts, with/ kept at 2). The examples have 2 of

@@ -3,7 +3,7 @@
     PYTHONPATH=src python3 benchmarks/study_subject.py --out runs/studies --concepts melted_cube crumpled_pyramid \
         --seeds 0 --steps 150           # the reduced run of docs/studies.md (reuses the words study's runs)
     PYTHONPATH=src python3 benchmarks/study_subject.py --out runs/studies --concepts melted_cube crumpled_pyramid \
-        three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2       # full size (400 steps)
+        three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2       # full size (the model's steps)
 
 For each concept and seed, the Lego run of its example folder (hand-picked words, 2 + 2 images; trained here
 if OUT/runs/ does not hold it yet, the same run as the words study's `hand` cell) generates --subject-images

@@ -3,7 +3,7 @@
     PYTHONPATH=src python3 benchmarks/study_words.py --out runs/studies --concepts melted_cube crumpled_pyramid \
         --seeds 0 --steps 150 --images 4          # the reduced run of docs/studies.md
     PYTHONPATH=src python3 benchmarks/study_words.py --out runs/studies --concepts melted_cube crumpled_pyramid \
-        three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2      # full size (400 steps)
+        three_stars sleeping_heart waving_ball frozen_bear --seeds 0 1 2      # full size (the model's steps)
 
 Four conditions, each a Lego inversion of the same exemplars (method `lego` unless said):
     hand     the example's hand-picked positives / negatives (its concept.toml)

@@ -147,3 +147,21 @@ def test_subject_warmup_trains_the_subject_row_alone(tiny_sd, concept_dir, tmp_p
     assert torch.equal(after_warmup[1:], start[1:])             # the concept rows did not
     run.train_step()
     assert not torch.equal(rows.detach()[1:], start[1:])
+
+
+def test_snr_gamma_and_timestep_min_reach_the_loss(tiny_sd, concept_dir, tmp_path):
+    """Same seed, same draw: with Min-SNR-γ the concept term is the mean of w(t)·MSE, so no larger than without
+    (w ≤ 1); timestep_min keeps every drawn t at or above its floor."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    T = backbone.noise_scheduler.config.num_train_timesteps
+    runs = {g: InversionRun(spec, backbone, InversionConfig(snr_gamma=g, **FAST), tmp_path / f"g{g}", alias=f"g{g}")
+            for g in (0.0, 0.5)}
+    with torch.no_grad():
+        plain, weighted = (runs[g].losses()["loss_concept"].item() for g in (0.0, 0.5))
+    assert weighted < plain
+    run = InversionRun(spec, backbone, InversionConfig(timestep_min=0.6, **FAST), tmp_path / "m", alias="m")
+    assert min(int(run.draw().timesteps.min()) for _ in range(50)) >= int(0.6 * T)
+    for bad in ({"timestep_min": 0.99}, {"snr_gamma": -1.0}):
+        with pytest.raises(UserError):
+            InversionConfig(**bad)

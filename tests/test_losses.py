@@ -7,7 +7,14 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lego_inversion.losses import context_loss, diffusion_loss, diffusion_target, timestep_probabilities
+from lego_inversion.losses import (
+    context_loss,
+    diffusion_loss,
+    diffusion_target,
+    min_snr_weights,
+    sample_timesteps,
+    timestep_probabilities,
+)
 
 
 def hand_context_loss(c, positives, negatives, tau):
@@ -101,3 +108,29 @@ def test_timestep_probabilities_follow_reversion_weights():
     assert float(big[500:].sum()) > 0.6  # most mass on the noisier half
     with pytest.raises(ValueError):
         timestep_probabilities(10, 1.0)
+
+
+def test_timestep_minimum_leaves_out_the_low_noise_steps():
+    """minimum 0.5 of T = 4: t = 0, 1 get 0; t = 2, 3 keep their ReVersion weights 1 - α cos(π t / 4), renormalised."""
+    w = [1 - 0.5 * math.cos(math.pi * t / 4) for t in (2, 3)]  # 1 and 1 + 0.5·0.7071
+    p = timestep_probabilities(4, 0.5, minimum=0.5)
+    assert p.tolist() == pytest.approx([0.0, 0.0, w[0] / sum(w), w[1] / sum(w)], rel=1e-6)
+    drawn = sample_timesteps(2000, 1000, 0.0, torch.Generator().manual_seed(0), minimum=0.7)
+    assert int(drawn.min()) >= 700 and float(drawn.float().mean()) == pytest.approx(849.5, abs=10)
+    with pytest.raises(ValueError):
+        timestep_probabilities(10, 0.0, minimum=0.99)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_min_snr_weights_by_hand(kind):
+    """Min-SNR-γ (Hang et al. 2023): SNR = ᾱ/(1-ᾱ); ε: min(SNR, γ)/SNR; v: min(SNR, γ)/(SNR+1)."""
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", prediction_type=kind)
+    w = min_snr_weights(sched, 5.0)
+    for t in (0, 50, 300, 999):
+        a = float(sched.alphas_cumprod[t])
+        snr = a / (1 - a)
+        want = min(snr, 5.0) / (snr if kind == "epsilon" else snr + 1)
+        assert float(w[t]) == pytest.approx(want, rel=1e-5)
+    if kind == "epsilon":
+        assert float(w[0]) < 0.01 and float(w[999]) == pytest.approx(1.0)  # low noise weighs less; high noise 1
+    assert torch.equal(min_snr_weights(sched, 0.0), torch.ones(1000))

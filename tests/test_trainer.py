@@ -124,6 +124,22 @@ def test_resume_refuses_another_concept_folder(tiny_sd, concept_dir, tmp_path, c
     assert "holds no run to resume" in caplog.text
 
 
+def test_resume_a_run_saved_before_newer_settings_existed(tiny_sd, concept_dir, tmp_path):
+    """A config.json without a setting added later (here the Min-SNR and timestep-floor levers) resumes: the
+    missing field means its default, which is what the run used; another value for it is still refused."""
+    out = invert(concept_dir, tmp_path / "run", InversionConfig(**(FAST | {"steps": 2})), model=str(tiny_sd),
+                 progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in saved.items()
+                                                 if k not in ("snr_gamma", "timestep_min")}))
+    invert(concept_dir, out, InversionConfig(**(FAST | {"steps": 3})), model=str(tiny_sd), resume=True,
+           progress=False)
+    assert json.loads((out / "concept.json").read_text())["step"] == 3
+    with pytest.raises(UserError, match="snr_gamma"):
+        invert(concept_dir, out, InversionConfig(**(FAST | {"steps": 4, "snr_gamma": 5.0})), model=str(tiny_sd),
+               resume=True, progress=False)
+
+
 def test_kill_minus_nine_loses_at_most_one_checkpoint_interval(tiny_sd, concept_dir, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "lego_inversion", "invert", str(concept_dir), "--out", str(out), "--model",

@@ -26,7 +26,8 @@ SIMILARITIES = ("cosine", "dot")
 # Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
-                  "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "subject_warmup": 0}
+                  "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "subject_warmup": 0,
+                  "timestep_min": 0.0, "snr_gamma": 0.0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -68,6 +69,12 @@ class InversionConfig:
         None, "α of the timestep distribution p(t) ∝ 1 - α·cos(π t / T): 0 uniform (Textual Inversion), 0.5 "
         "ReVersion's importance sampling toward high noise, where shape, pose and count are decided; None: the "
         "model's (0)")
+    timestep_min: float | None = option(
+        None, "leave out training timesteps below this fraction of T (the low-noise steps, whose loss is large and "
+        "carries little of a look's shape); 0: none; None: the model's (0)")
+    snr_gamma: float | None = option(
+        None, "Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' --snr_gamma): each sample's Eq. 1 term times "
+        "min(SNR, γ)/SNR, so low-noise steps weigh less; 0: off; None: the model's (0)")
     caption_variants: int | None = option(
         None, "caption templates per image set (Textual Inversion's augmentation): the concept's own template "
         "plus N-1 rewordings of its 'a photo of' opening; None: the model's (1)")
@@ -121,6 +128,10 @@ class InversionConfig:
             raise UserError(f"vectors_per_token must lie in [1, 8], not {self.vectors_per_token}")
         if self.timestep_skew is not None and not 0.0 <= self.timestep_skew < 1.0:
             raise UserError(f"timestep_skew must lie in [0, 1), not {self.timestep_skew}")
+        if self.timestep_min is not None and not 0.0 <= self.timestep_min <= 0.95:
+            raise UserError(f"timestep_min must lie in [0, 0.95], not {self.timestep_min}")
+        if self.snr_gamma is not None and self.snr_gamma < 0:
+            raise UserError(f"snr_gamma must be >= 0 (0: off), not {self.snr_gamma}")
         if self.norm_cap is not None and not (self.norm_cap == 0 or self.norm_cap >= 0.5):
             raise UserError(f"norm_cap must be 0 (no cap) or at least 0.5, not {self.norm_cap}")
         if self.subject_warmup is not None and int(self.subject_warmup) < 0:

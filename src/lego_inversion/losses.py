@@ -4,6 +4,7 @@
     l_ctx = context_loss(concept_embeds, positives, negatives, temperature=0.07)     # Eq. 2 (cosine / τ)
     l_ctx = context_loss(concept_embeds, positives, negatives, similarity="dot")     # Eq. 2 as printed
     p = timestep_probabilities(1000, skew=0.5)   # ReVersion's importance sampling of t
+    w = min_snr_weights(scheduler, gamma=5.0)     # Min-SNR-γ loss weight per t
     target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
     l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
 
@@ -11,6 +12,8 @@ Positive and negative *words* reach `context_loss` as embedding rows: `backbones
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -58,24 +61,46 @@ def context_loss(
     return total
 
 
-def timestep_probabilities(num_timesteps: int, skew: float) -> torch.Tensor:
-    """p(t) ∝ 1 - skew·cos(π t / T) over t = 0..T-1 (ReVersion's relation-focal importance sampling, α = skew):
-    skew 0 is uniform (Textual Inversion); skew > 0 favours high noise levels, where the sampler decides shape,
-    pose and count. Returns [T] probabilities summing to 1."""
+@functools.lru_cache(maxsize=16)
+def timestep_probabilities(num_timesteps: int, skew: float, minimum: float = 0.0) -> torch.Tensor:
+    """p(t) ∝ 1 - skew·cos(π t / T) over t = 0..T-1 (ReVersion's relation-focal importance sampling, α = skew),
+    and 0 below t = ⌊minimum·T⌋: skew 0 is uniform (Textual Inversion); skew > 0 favours high noise levels, where
+    the sampler decides shape, pose and count; `minimum` leaves out the low-noise steps, whose loss is large and
+    carries little of a look (docs/inversion_quality.md). Returns [T] probabilities summing to 1 (cached)."""
     if not 0.0 <= skew < 1.0:
         raise ValueError(f"skew must lie in [0, 1), not {skew}")
+    if not 0.0 <= minimum <= 0.95:
+        raise ValueError(f"minimum must lie in [0, 0.95], not {minimum}")
     t = torch.arange(num_timesteps, dtype=torch.float64)
     weights = 1.0 - skew * torch.cos(torch.pi * t / num_timesteps)
+    weights[: int(minimum * num_timesteps)] = 0.0
     return (weights / weights.sum()).float()
 
 
-def sample_timesteps(n: int, num_timesteps: int, skew: float, generator: torch.Generator) -> torch.Tensor:
-    """n training timesteps on the generator's device: uniform for skew 0 (the exact random stream of
-    `torch.randint`, as before the lever existed), else from `timestep_probabilities`."""
-    if not skew:
+def sample_timesteps(n: int, num_timesteps: int, skew: float, generator: torch.Generator,
+                     minimum: float = 0.0) -> torch.Tensor:
+    """n training timesteps on the generator's device: uniform for skew 0 and minimum 0 (the exact random stream
+    of `torch.randint`, as before the levers existed), else from `timestep_probabilities`."""
+    if not skew and not minimum:
         return torch.randint(num_timesteps, (n,), generator=generator, device=generator.device)
-    probs = timestep_probabilities(num_timesteps, skew).to(generator.device)
+    probs = timestep_probabilities(num_timesteps, skew, minimum).to(generator.device)
     return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+
+def min_snr_weights(scheduler, gamma: float) -> torch.Tensor:
+    """Per-timestep loss weights of Min-SNR-γ (Hang et al., ICCV 2023; diffusers' `--snr_gamma`): with
+    SNR(t) = ᾱ_t / (1 - ᾱ_t), w(t) = min(SNR, γ) / SNR for ε-prediction, min(SNR, γ) / (SNR + 1) for v-prediction,
+    min(SNR, γ) for x0. Low-noise steps (SNR > γ) weigh less; gamma 0 gives all ones. Returns [T] (CPU, fp32)."""
+    alphas = scheduler.alphas_cumprod.double()
+    if not gamma:
+        return torch.ones_like(alphas, dtype=torch.float32)
+    snr = alphas / (1.0 - alphas)
+    clipped = torch.clamp(snr, max=gamma)
+    kind = scheduler.config.prediction_type
+    weights = {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1.0), "sample": clipped}.get(kind)
+    if weights is None:
+        raise ValueError(f"unsupported prediction_type {kind!r}; supported: epsilon, v_prediction, sample")
+    return weights.float()
 
 
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

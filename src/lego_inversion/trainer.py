@@ -42,7 +42,7 @@ from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
 from .loop import lr_factor
 from .lexicon import with_context_words
-from .losses import context_loss, diffusion_loss, diffusion_target, sample_timesteps
+from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
 from .prompts import fill
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -119,6 +119,8 @@ class InversionRun:
         # timesteps on the model's device. Both are checkpointed, so a resumed run draws what it would have.
         self.generators = {"choices": torch.Generator().manual_seed(config.seed),
                            "noise": torch.Generator(backbone.device).manual_seed(config.seed + 0x9E3779B9)}
+        self.loss_weights = min_snr_weights(backbone.noise_scheduler, config.snr_gamma).to(backbone.device) \
+            if config.snr_gamma else None
         self.step = 0
 
     def autocast(self):
@@ -170,7 +172,8 @@ class InversionRun:
             groups.insert(0, (self.without_set, subj_captions, False))
         noise = torch.randn(latents.shape, generator=g["noise"], device=g["noise"].device).to(latents.device)
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
-        timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"]).to(latents.device)
+        timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"],
+                                     cfg.timestep_min).to(latents.device)
         return Draw(latents, noise, timesteps, geometry, groups, n_subject)
 
     def loss_terms(self, prediction: torch.Tensor, draw: Draw) -> dict[str, torch.Tensor]:
@@ -178,6 +181,8 @@ class InversionRun:
         cfg, bb = self.config, self.backbone
         target = diffusion_target(bb.noise_scheduler, draw.latents, draw.noise, draw.timesteps)
         per_sample = diffusion_loss(prediction, target)
+        if self.loss_weights is not None:  # Min-SNR-γ
+            per_sample = per_sample * self.loss_weights[draw.timesteps]
         terms = {"loss_concept": per_sample[draw.n_subject:].mean()}
         warming_up = draw.n_subject and self.step < cfg.subject_warmup  # <subj> alone learns, from without/
         total = 0.0 if warming_up else terms["loss_concept"]
@@ -311,7 +316,7 @@ def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
 def _check_resume(out_dir: Path, previous: InversionConfig, run: InversionRun) -> None:
     """A resumed run must be the same run: the same concept folder content and, apart from RESUMABLE fields,
     the same settings (with the model's defaults resolved)."""
-    before = previous.to_dict()
+    before = previous.resolved(run.backbone.inversion_defaults).to_dict()  # fields newer than the run: defaults
     changed = [k for k, v in run.config.to_dict().items()
                if k not in InversionConfig.RESUMABLE and before.get(k) != v]
     if changed:

@@ -213,3 +213,29 @@ def test_attend_excite_and_the_cost_of_one_run_in_a_tiny_ablation(tmp_path):
     assert bench.main([*argv, "--no-cost"]) == 0
     assert "costs" not in json.loads((out / "results.json").read_text())["summary"]
     assert "Cost of one run" not in (out / "results.md").read_text()
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "benchmarks" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loss_probe_uses_common_random_numbers(tmp_path):
+    """Two captions that happen to be the same text get exactly the same loss (same (t, ε) draws for every
+    caption); different captions get different losses; the JSON holds every band."""
+    import json
+
+    probe = _load("loss_probe")
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    out = tmp_path / "probe.json"
+    assert probe.main(["--concepts", str(examples / "melted_cube"), "--draws", "2", "--targets", "ball",
+                       "--bands", "0", "500", "1000", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["melted_cube"]
+    assert set(res) == {"exemplars", "new subject: ball"} and set(res["exemplars"]) == {"0-500", "500-1000"}
+    ball = res["new subject: ball"]["500-1000"]
+    assert ball["generic words"] == ball["init words"]  # both read "a photo of a ball that is melted"
+    assert ball["described"] != ball["subject only"]
+    assert probe.main(["--concepts", str(examples / "melted_cube"), "--bands", "500", "0"]) == 2
