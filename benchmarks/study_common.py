@@ -162,6 +162,8 @@ def common_args(description: str, default_out: str = "runs/studies") -> argparse
     ap.add_argument("--targets", nargs="+", default=["ball", "star", "bear"])
     ap.add_argument("--sample-steps", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the studies share a 2-core machine)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="InversionConfig settings for every run instead of the model's, e.g. timestep_min=0")
     return ap
 
 
@@ -174,6 +176,13 @@ class Study:
         if (args.steps is not None and args.steps < 1) or args.images < 1 or args.sample_steps < 1 \
                 or not args.seeds or not args.targets:
             raise UserError("--steps, --images and --sample-steps must be >= 1; --seeds and --targets not empty")
+        from lego_inversion.config import InversionConfig, parse_overrides
+
+        try:
+            args.settings = parse_overrides(InversionConfig, list(getattr(args, "set", None) or []),
+                                            exclude=("method", "seed", "steps"))
+        except ValueError as exc:
+            raise UserError(f"--set {exc}") from None
         torch.set_num_threads(args.threads)
         self.name, self.args = name, args
         self.argv = list(sys.argv[1:] if argv is None else argv)
@@ -196,7 +205,7 @@ class Study:
         from lego_inversion.config import InversionConfig
 
         return InversionConfig(**({"steps": self.args.steps, "validation_images": 1, "validation_steps": 5}
-                                  | overrides))
+                                  | self.args.settings | overrides))
 
     def train(self, folders: list[Path], methods: list[str], **overrides) -> list[Path]:
         """Train every folder × method × seed run jointly (one UNet call per step); finished runs are skipped."""

@@ -170,6 +170,16 @@ def test_bad_sizes_are_user_errors(tmp_path):
         _study(tmp_path, steps=0)
 
 
+def test_set_pins_settings_for_every_run(tmp_path):
+    """--set overrides the model's defaults in every run's config (a study can be rerun at earlier defaults)."""
+    study = _study(tmp_path, set=["timestep_min=0", "learning_rate=0.02"])
+    cfg = study.config(context_weight=0.0)
+    assert (cfg.timestep_min, cfg.learning_rate, cfg.context_weight, cfg.steps) == (0.0, 0.02, 0.0, 2)
+    assert _study(tmp_path).config().timestep_min is None  # unset: the model's value, resolved by the trainer
+    with pytest.raises(UserError, match="--set"):
+        _study(tmp_path, set=["seed=3"])
+
+
 def test_subject_study_end_to_end_and_resume(tmp_path, monkeypatch):
     """Two inversion steps, two sampler steps, one image per prompt: trains the run, scores 3 cells; a rerun
     trains and generates nothing."""
