@@ -13,7 +13,7 @@ exemplar's own subject (reconstruction), with the noise seeds the ablation uses;
 evals/<run>-<step>.json as it is made and every run checkpoints there, so an interrupted sweep resumes.
 `--described` instead measures the upper bound: the look's neutral description (VARIANT_CAPTIONS) in the
 prompt, same targets and seeds, no inversion. Settings are NAME:KEY=VALUE,KEY=VALUE (InversionConfig fields;
-`guidance_scale` is a sampling setting). summary.json: per setting and step, success / leakage / fidelity /
+`guidance_scale` is a sampling setting). summary.json: per setting, method and step, success / leakage / fidelity /
 clean on transfer and success on reconstruction, per concept and overall.
 """
 
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append((c.name, eval_prompts(data, truth, concept, args.targets, args.images), truth, seed))
             for (run, f, c, seed, _), res in zip(batch, read(backbone, oracle, jobs, g)):
                 run.save_checkpoint()
-                atomic_write_json(f, res | {"step": run.step, "concept": c.name, "seed": seed, "guidance": g})
+                atomic_write_json(f, res | {"step": run.step, "concept": c.name, "seed": seed, "guidance": g,
+                                            "method": run.config.method})
                 print(f"{f.stem}: " + " ".join(f"{k}={res['transfer'][k]:.2f}" for k in METRICS)
                       + f" recon={res['recon']['success']:.2f}", flush=True)
 
@@ -185,25 +186,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def method_of(stem: str, record: dict) -> str:
+    """The method of an eval file: recorded in it, or read from its name
+    `<setting>-<concept>-<method>-s<seed>-g<guidance>-<step>` (methods may contain '-')."""
+    if "method" in record:
+        return record["method"]
+    head = f"{stem.split('-')[0]}-{record['concept']}-"
+    tail = f"-s{record['seed']}-g{record['guidance']}-{record['step']}"
+    return stem[len(head):-len(tail)]
+
+
 def summarize(out: Path) -> dict:
-    """summary.json: mean transfer metrics and reconstruction success per (setting, step, guidance)."""
+    """summary.json: mean transfer metrics and reconstruction success per (setting, method, step, guidance)."""
     groups: dict = {}
     for f in sorted((out / "evals").glob("*.json")):
         r = json.loads(f.read_text())
-        setting = f.stem.split("-")[0]
-        key = f"{setting}|{r['step']}|{r['guidance']}"
+        key = f"{f.stem.split('-')[0]}|{method_of(f.stem, r)}|{r['step']}|{r['guidance']}"
         groups.setdefault(key, []).append(r)
     summary = {}
     for key, rs in sorted(groups.items()):
         summary[key] = {m: float(np.mean([r["transfer"][m] for r in rs])) for m in METRICS} | {
             "recon_success": float(np.mean([r["recon"]["success"] for r in rs])), "cells": len(rs),
-            "per_concept": {r["concept"]: [round(r["transfer"]["success"], 2), round(r["transfer"]["leakage"], 2),
-                                           round(r["recon"]["success"], 2)] for r in rs}}
+            "per_concept": {f"{r['concept']}-s{r['seed']}": [round(r["transfer"]["success"], 2),
+                                                             round(r["transfer"]["leakage"], 2),
+                                                             round(r["recon"]["success"], 2)] for r in rs}}
     atomic_write_json(out / "summary.json", summary)
     for key, v in summary.items():
         print(key, " ".join(f"{m}={v[m]:.2f}" for m in METRICS), f"recon={v['recon_success']:.2f}")
     return summary
-
 
 if __name__ == "__main__":
     sys.exit(main())
