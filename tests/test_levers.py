@@ -101,11 +101,11 @@ def test_model_folder_sets_lever_defaults(tiny_sd, concept_dir, tmp_path):
 
 
 def test_bundled_toy_model_sets_its_measured_defaults():
-    """The toy model's lego_inversion.json reaches the backbone (docs/inversion_quality.md: 100 steps, skew 0.5,
+    """The toy model's lego_inversion.json reaches the backbone (docs/inversion_quality.md: 400 steps, skew 0.5,
     timesteps from 0.5 T up)."""
     backbone = load_backbone(None)
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
-    assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (100, 0.5, 0.5, 0.01)
+    assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (400, 0.5, 0.5, 0.01)
     assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
 
 
