@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-_spec = importlib.util.spec_from_file_location("test_inversion_sweep_module", ROOT / "benchmarks" / "inversion_sweep.py")
+_spec = importlib.util.spec_from_file_location("test_inversion_sweep_module",
+                                               ROOT / "benchmarks" / "inversion_sweep.py")
 sweep = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sweep)
 
