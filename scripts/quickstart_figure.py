@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from lego_inversion.atomic import atomic_save_image
     from lego_inversion.errors import UserError
+    from lego_inversion.images import list_images
     from lego_inversion.manifest import MANIFEST, read_manifest
 
     concept, generated = Path(args.concept_dir), Path(args.generate_dir)
-    exemplars = [p for kind in ("without", "with") for p in sorted((concept / kind).iterdir())]
+    exemplars = [p for kind in ("without", "with") for p in list_images(concept / kind)]
     try:
         records = read_manifest(generated / MANIFEST)
     except UserError as exc:
