@@ -38,7 +38,7 @@ HELDOUT = (
             seeds=(47, 48), validation=("ball", "star")),
     Example("waving_heart_checkered", "heart", "arms_raised", 1,
             (Token("<raised>", "raised", ("raised", "lifted", "waving"), ("lowered", "down", "folded")),),
-            "a photo of a {subject} with {concept} arms", "Are the {target}'s arms raised?", seeds=(49, 50),
+            "a photo of a {subject} with {concept}", "Are the {target}'s arms raised?", seeds=(49, 50),
             validation=("ball", "star")),
     Example("four_pyramids_purple", "pyramid", "count", 1,
             (Token("<four>", "four", ("four", "quadruple", "quartet"), ("one", "two", "three", "five")),),

@@ -27,7 +27,7 @@ SIMILARITIES = ("cosine", "dot")
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "subject_warmup": 0,
-                  "timestep_min": 0.0, "snr_gamma": 0.0}
+                  "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -89,6 +89,11 @@ class InversionConfig:
     subject_warmup: int | None = option(
         None, "Subject Separation: the first K of the steps train <subj> alone on without/ images, so the subject "
         "is explained before the concept tokens start to learn; None: the model's (0)")
+    select_every: int | None = option(
+        None, "every K steps (and at step 0) score the learned rows on fixed draws of the exemplars and keep the "
+        "best; the results hold the best rows, not the last (docs/inversion_quality.md (g)); 0: off, the last "
+        "rows; None: the model's (0); methods that fine-tune the UNet never select")
+    select_draws: int = option(16, "select_every: training batches in the fixed scoring set")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
@@ -134,6 +139,9 @@ class InversionConfig:
             raise UserError(f"snr_gamma must be >= 0 (0: off), not {self.snr_gamma}")
         if self.norm_cap is not None and not (self.norm_cap == 0 or self.norm_cap >= 0.5):
             raise UserError(f"norm_cap must be 0 (no cap) or at least 0.5, not {self.norm_cap}")
+        if (self.select_every is not None and int(self.select_every) < 0) or self.select_draws < 1:
+            raise UserError(f"select_every must be >= 0 (0: off) and select_draws >= 1, not {self.select_every} "
+                            f"and {self.select_draws}")
         if self.subject_warmup is not None and int(self.subject_warmup) < 0:
             raise UserError(f"subject_warmup must be >= 0, not {self.subject_warmup}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:

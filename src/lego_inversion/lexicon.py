@@ -284,3 +284,22 @@ def run_suggest_words(args) -> int:
     print(f"positives = {json.dumps(suggestion.positives)}")
     print(f"negatives = {json.dumps(suggestion.negatives)}")
     return 0
+
+
+def check_words(spec, backbone, context_words: bool) -> None:
+    """Every init word (and, with the Context Loss, every positive / negative) of a concept folder must embed in
+    every text encoder of `backbone`; a one-line UserError names the concept.toml field if one does not."""
+    from .backbones.tokens import words_to_rows
+
+    where = spec.root / "concept.toml"
+    fields = [("subject.init", [spec.subject_init])]
+    for i, c in enumerate(spec.concepts):
+        fields.append((f"concept[{i}].init", [c.init]))
+        if context_words:
+            fields += [(f"concept[{i}].positives", list(c.positives)), (f"concept[{i}].negatives", list(c.negatives))]
+    for slot in backbone.slots:
+        for field_name, words in fields:
+            try:
+                words_to_rows(words, slot.tokenizer, slot.base_table)
+            except ValueError as exc:
+                raise UserError(f"{where}: {field_name}: {exc}; use other words") from None

@@ -67,11 +67,11 @@ def _conditioning(backbone, pairs) -> dict:
     return {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
 
 
-def forward(runs: list) -> list[dict[str, torch.Tensor]]:
-    """Each run's loss terms (Eq. 3) for one fresh draw, from one shared text-encoder and UNet pass; the terms
-    carry the graph to the runs' rows."""
+def forward(runs: list, draws: list | None = None) -> list[dict[str, torch.Tensor]]:
+    """Each run's loss terms (Eq. 3) for one fresh draw (or the given `draws`, one per run), from one shared
+    text-encoder and UNet pass; the terms carry the graph to the runs' rows."""
     backbone = runs[0].backbone
-    pairs = [(run.draw(), run) for run in runs]
+    pairs = list(zip(draws, runs)) if draws is not None else [(run.draw(), run) for run in runs]
     latents = torch.cat([d.latents for d, _ in pairs])
     noise = torch.cat([d.noise for d, _ in pairs])
     timesteps = torch.cat([d.timesteps for d, _ in pairs])
@@ -165,6 +165,8 @@ def _after_step(run, terms: dict[str, torch.Tensor], writer, bar) -> None:
         for k, v in values.items():
             writer.add_scalar(f"train/{k}", v, run.step)
         writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
+    if run.selector is not None and (run.step % cfg.select_every == 0 or run.finished):
+        run.selector.offer(run)
     if run.step % cfg.checkpoint_every == 0:
         run.save_checkpoint()
     if cfg.validate_every and run.step % cfg.validate_every == 0 and not run.finished:

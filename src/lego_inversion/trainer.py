@@ -12,9 +12,8 @@ Both batches share one UNet call. <subj> also learns from I_C unless `subject_fr
 it enters the concept batch as a constant. Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
-one or many runs on one shared model are in `loop.py` (`lego invert` with several folders/methods/seeds:
-`sweep.py`). Output folder: learned_embeds.safetensors, diffusers/, concept.json, config.json,
-checkpoint.safetensors, validation/*.png, tensorboard/.
+one or many runs on one shared model are in `loop.py` (many folders/methods/seeds: `sweep.py`). Output folder:
+learned_embeds.safetensors, diffusers/, concept.json, config.json, checkpoint.safetensors, validation/, tensorboard/.
 """
 
 from __future__ import annotations
@@ -41,9 +40,10 @@ from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
 from .loop import lr_factor
-from .lexicon import with_context_words
+from .lexicon import check_words, with_context_words
 from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
 from .prompts import fill
+from .selection import Selector
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -84,7 +84,7 @@ class InversionRun:
         self.tokens = ([self.subject_token] if self.subject_token else []) + spec.tokens
         self.internal = {t: (f"{t[:-1]}~{alias}>" if t.endswith(">") else f"{t}~{alias}") if alias else t
                          for t in self.tokens}
-        self._check_words()
+        check_words(spec, backbone, config.use_context_loss)
         inits = [spec.subject_init] * bool(self.subject_token) + [c.init for c in spec.concepts]
         backbone.add_tokens([self.internal[t] for t in self.tokens], inits)
         self.subject_ids = backbone.token_ids([self.internal[self.subject_token]]) if self.subject_token else None
@@ -122,27 +122,15 @@ class InversionRun:
         self.loss_weights = min_snr_weights(backbone.noise_scheduler, config.snr_gamma).to(backbone.device) \
             if config.snr_gamma else None
         self.step = 0
+        # select_every: the best rows so far (the initializer's first), scored on fixed draws (selection.py)
+        self.selector = Selector(self, config.select_draws) if config.select_every and not config.finetunes_unet \
+            else None
+        self.checkpointed = self.params | (self.selector.state if self.selector else {})  # live tensors
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
     # -- preparation --------------------------------------------------------------------------------------------
-    def _check_words(self) -> None:
-        """Every init / positive / negative word must embed; say which field is wrong if not."""
-        where = self.spec.root / "concept.toml"
-        fields = [("subject.init", [self.spec.subject_init])]
-        for i, c in enumerate(self.spec.concepts):
-            fields.append((f"concept[{i}].init", [c.init]))
-            if self.config.use_context_loss:
-                fields += [(f"concept[{i}].positives", list(c.positives)),
-                           (f"concept[{i}].negatives", list(c.negatives))]
-        for slot in self.backbone.slots:
-            for field_name, words in fields:
-                try:
-                    words_to_rows(words, slot.tokenizer, slot.base_table)
-                except ValueError as exc:
-                    raise UserError(f"{where}: {field_name}: {exc}; use other words") from None
-
     def _context_sets(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen). ReVersion's steer
         loss takes the caption's nouns as N_i (baselines.steer_negatives)."""
@@ -230,7 +218,7 @@ class InversionRun:
         return {"base_model": self.backbone.model_id, "backbone": self.backbone.kind, "method": self.config.method,
                 "config": self.config.to_dict(), "concept": self.spec.to_json(), "tokens": self.spec.tokens,
                 "subject_token": self.subject_token, "slots": [s.name for s in self.backbone.slots],
-                "step": self.step}
+                "step": self.step, "selected_step": self.selector.best_step if self.selector else None}
 
     def concept_json(self) -> dict:
         spec = self.spec
@@ -273,14 +261,16 @@ class InversionRun:
         return path
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.out_dir / CHECKPOINT_FILE, self.step, self.params, self.optimizer, self.scheduler,
+        save_checkpoint(self.out_dir / CHECKPOINT_FILE, self.step, self.checkpointed, self.optimizer, self.scheduler,
                         self.generators, self.scaler)
 
     def load_checkpoint(self) -> None:
-        self.step = load_checkpoint(self.out_dir / CHECKPOINT_FILE, self.params, self.optimizer, self.scheduler,
-                                    self.generators, self.scaler)
+        self.step = load_checkpoint(self.out_dir / CHECKPOINT_FILE, self.checkpointed, self.optimizer,
+                                    self.scheduler, self.generators, self.scaler)
 
     def save_results(self) -> None:
+        if self.selector is not None:  # the best rows, not the last
+            self.selector.restore(self)
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())

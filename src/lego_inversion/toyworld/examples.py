@@ -56,7 +56,7 @@ EXAMPLES = (
             "a photo of a {subject} that is {concept}", "Are the {target}'s eyes closed?"),
     Example("waving_ball", "ball", "arms_raised", 1,
             (Token("<raised>", "raised", ("raised", "lifted", "waving"), ("lowered", "down", "folded")),),
-            "a photo of a {subject} with {concept} arms", "Are the {target}'s arms raised?",
+            "a photo of a {subject} with {concept}", "Are the {target}'s arms raised?",
             validation=("cube", "star")),
     Example("crumpled_pyramid", "pyramid", "crumpled", 1,
             (Token("<crumpled>", "crumpled", ("crumpled", "folded", "squashed"), ("smooth", "flat", "neat")),),
