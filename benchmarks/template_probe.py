@@ -27,26 +27,28 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def slot_readings(backbone, oracle, template: str, truth: dict, fills: dict[str, str], targets: list[str],
                   n: int, seed: int = 0, guidance: float | None = None) -> dict[str, dict]:
     """Oracle readings of `template` with its {concept} slot filled by each of `fills` (name -> words), on
-    `n` images per target subject other than the exemplar's, with the ablation's noise seeds."""
+    `n` images per target subject other than the exemplar's, with the ablation's noise seeds (generated and read
+    by `inversion_sweep.read`, one job per filling)."""
+    from inversion_sweep import read
+
     from lego_inversion.prompts import fill
 
-    rows = {}
     subjects = [t for t in targets if t != truth["subject"] for _ in range(n)]
-    latents = torch.cat([torch.randn(backbone.latent_shape(1, backbone.resolution),
-                                     generator=torch.Generator().manual_seed(1000 * seed + i))
-                         for i in range(len(subjects))])
-    for name, words in fills.items():
-        prompts = [" ".join(fill(template, {"subject": t, "concept": words}, "with").split()) for t in subjects]
-        preds = oracle.predict(backbone.sample(prompts, latents, num_inference_steps=25, guidance_scale=guidance))
+    jobs = [(name, [("transfer", t, " ".join(fill(template, {"subject": t, "concept": words}, "with").split()))
+                    for t in subjects], truth, seed) for name, words in fills.items()]
+    rows = {}
+    for (name, items, _, _), result in zip(jobs, read(backbone, oracle, jobs, guidance)):
+        preds = result["predictions"]["transfer"]
         concept = [p["concept"] == truth["concept"] for p in preds]
         look = [c and p["variant"] == truth["variant"] for c, p in zip(concept, preds)]
         seen = collections.Counter(f"{p['concept']}/{p['variant']}" for p in preds)
-        rows[name] = {"prompt": prompts[0], "concept": sum(concept) / len(preds), "look": sum(look) / len(preds),
+        rows[name] = {"prompt": items[0][2], "concept": sum(concept) / len(preds), "look": sum(look) / len(preds),
                       "n": len(preds), "seen": dict(seen.most_common(3))}
     return rows
 

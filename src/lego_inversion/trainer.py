@@ -125,7 +125,6 @@ class InversionRun:
         # select_every: the best rows so far (the initializer's first), scored on fixed draws (selection.py)
         self.selector = Selector(self, config.select_draws) if config.select_every and not config.finetunes_unet \
             else None
-        self.checkpointed = self.params | (self.selector.state if self.selector else {})  # live tensors
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -259,6 +258,11 @@ class InversionRun:
 
             writer.add_image("validation", np.asarray(grid), self.step, dataformats="HWC")
         return path
+
+    @property
+    def checkpointed(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint holds besides the optimizer's: the rows, and the selector's best rows."""
+        return self.params | (self.selector.state if self.selector else {})
 
     def save_checkpoint(self) -> None:
         save_checkpoint(self.out_dir / CHECKPOINT_FILE, self.step, self.checkpointed, self.optimizer, self.scheduler,
