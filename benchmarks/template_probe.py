@@ -11,7 +11,8 @@ learned token has to fight the template, and the personalized look becomes unrea
 this fills the slot with nothing, with the tokens' initializer words, with the look's neutral description (the
 toy world's VARIANT_CAPTIONS, the upper bound of (a)) and with each `--fill`, generates `--images` images per
 new target subject (the ablation's targets and noise seeds `1000 * seed + i`), and prints what the oracle reads:
-the share of images with the concept in any variant (`concept`) and with the personalized look (`look`).
+the share of images with the concept in any variant (`concept`) and with the personalized look (`look`; for a
+count, a pile of the exemplar's number).
 A template fit for inversion draws the concept rarely with the slot empty.
 """
 
@@ -46,7 +47,9 @@ def slot_readings(backbone, oracle, template: str, truth: dict, fills: dict[str,
     for (name, items, _, _), result in zip(jobs, read(backbone, oracle, jobs, guidance)):
         preds = result["predictions"]["transfer"]
         concept = [p["concept"] == truth["concept"] for p in preds]
-        look = [c and p["variant"] == truth["variant"] for c, p in zip(concept, preds)]
+        # the count concept's look is a pile of the exemplar's number, as the ablation scores it
+        look = [c and p["variant"] == truth["variant"] and (truth["concept"] != "count" or p["count"] == truth["count"])
+                for c, p in zip(concept, preds)]
         seen = collections.Counter(f"{p['concept']}/{p['variant']}" for p in preds)
         rows[name] = {"prompt": items[0][2], "concept": sum(concept) / len(preds), "look": sum(look) / len(preds),
                       "n": len(preds), "seen": dict(seen.most_common(3))}

@@ -131,6 +131,28 @@ def test_norm_cap_keeps_rows_within_a_multiple_of_their_initializer(tiny_sd, con
         InversionConfig(norm_cap=0.2)
 
 
+def test_init_decay_pulls_rows_toward_their_initializer_by_hand(tiny_sd, concept_dir, tmp_path):
+    """init_decay γ: after the optimizer's update, rows -= lr·γ·(rows - init). By hand from a run without it
+    (same seed, same first draw, so the same Adam step): r_γ = r_0 - lr·γ·(r_0 - init), with init the
+    initializer words' rows of the frozen table."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    slot = backbone.slots[0]
+    ids = [slot.tokenizer(w, add_special_tokens=False).input_ids[0]
+           for w in [spec.subject_init] + [c.init for c in spec.concepts]]
+    init = slot.base_table[ids].float()
+    rows = {}
+    for gamma in (0.0, 2.0):
+        run = InversionRun(spec, backbone, InversionConfig(init_decay=gamma, learning_rate=0.1, **FAST),
+                           tmp_path / f"d{gamma}", alias=f"d{gamma}")
+        run.train_step()
+        rows[gamma] = run.params["rows/text_encoder"].detach().clone()
+    assert not torch.allclose(rows[0.0], init)  # the step moved the rows, so the pull has something to undo
+    torch.testing.assert_close(rows[2.0], rows[0.0] - 0.1 * 2.0 * (rows[0.0] - init), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="init_decay"):
+        InversionConfig(init_decay=-1)
+
+
 def test_subject_warmup_trains_the_subject_row_alone(tiny_sd, concept_dir, tmp_path):
     """During the first subject_warmup steps only <subj> moves (it learns from without/ images alone); the
     concept rows start moving after it."""

@@ -26,7 +26,8 @@ SIMILARITIES = ("cosine", "dot")
 # Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
-                  "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "subject_warmup": 0,
+                  "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
+                  "subject_warmup": 0,
                   "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0}
 
 
@@ -86,6 +87,10 @@ class InversionConfig:
     norm_cap: float | None = option(
         None, "keep each learned row's norm at most this multiple of its initializer word's norm, so it stays "
         "among the word embeddings (projected after every update); 0: no cap; None: the model's (0)")
+    init_decay: float | None = option(
+        None, "decoupled decay of the learned rows toward their initializer words (L2-SP, Li et al. 2018): after "
+        "every update rows -= lr · γ · (rows - init), a restoring force on directions the loss leaves flat, where "
+        "noise-dominated steps would otherwise random-walk; 0: off; None: the model's (0)")
     subject_warmup: int | None = option(
         None, "Subject Separation: the first K of the steps train <subj> alone on without/ images, so the subject "
         "is explained before the concept tokens start to learn; None: the model's (0)")
@@ -139,6 +144,8 @@ class InversionConfig:
             raise UserError(f"snr_gamma must be >= 0 (0: off), not {self.snr_gamma}")
         if self.norm_cap is not None and not (self.norm_cap == 0 or self.norm_cap >= 0.5):
             raise UserError(f"norm_cap must be 0 (no cap) or at least 0.5, not {self.norm_cap}")
+        if self.init_decay is not None and not 0 <= self.init_decay <= 100:
+            raise UserError(f"init_decay must lie in [0, 100] (0: off), not {self.init_decay}")
         if (self.select_every is not None and int(self.select_every) < 0) or self.select_draws < 1:
             raise UserError(f"select_every must be >= 0 (0: off) and select_draws >= 1, not {self.select_every} "
                             f"and {self.select_draws}")
