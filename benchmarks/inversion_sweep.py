@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", nargs="+", default=["ball", "star", "bear"])
     ap.add_argument("--guidance", nargs="+", type=float, default=[None], help="sampling guidance scales")
     ap.add_argument("--described", action="store_true", help="the upper bound: described looks, no inversion")
+    ap.add_argument("--model", default=None, help="default: the bundled toy model")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     oracle = Oracle.load()
     concepts = [Path(c) for c in args.concepts if (Path(c) / "concept.toml").is_file()]
-    backbone = load_training_backbone(None, InversionConfig())
+    backbone = load_training_backbone(args.model, InversionConfig())
     if args.described:
         jobs = []
         for c in concepts:

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=4, help="images per target subject")
     ap.add_argument("--targets", nargs="+", default=["ball", "star", "bear", "cube"])
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's (3 for the toy model)")
+    ap.add_argument("--model", default=None, help="default: the bundled toy model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write every reading here")
     args = ap.parse_args(argv)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from lego_inversion.toyworld.oracle import Oracle
     from lego_inversion.trainer import load_training_backbone
 
-    backbone, oracle = load_training_backbone(None, InversionConfig()), Oracle.load()
+    backbone, oracle = load_training_backbone(args.model, InversionConfig()), Oracle.load()
     out = {}
     print("| concept | template | slot | concept drawn | personalized look | oracle reads |\n|---|---|---|---|---|---|")
     for folder in map(Path, args.concepts):

@@ -128,3 +128,26 @@ def test_captions_name_only_generic_variants():
     assert 0.3 < described / len(personal) < 0.7
     for s in generic:
         assert words & set(caption(s, rng).split()), s
+
+
+def test_numbered_piles_name_their_own_count():
+    """p_count_number: a described pile says its number ("a photo of a tall pile of three red stars", the
+    scene's count as a word) about p_describe × p_count_number of the time; no other personalized caption has a
+    number word, and at 0 the captions are the bundled recipe's, draw for draw."""
+    from lego_inversion.toyworld.render import NUMBER_WORDS, PLURALS
+
+    scenes = sample_scenes(4000, seed=2)
+    rng_a, rng_b, rng_c = (np.random.default_rng(7) for _ in range(3))
+    base = [caption(s, rng_a) for s in scenes]
+    assert [caption(s, rng_b, p_count_number=0.0) for s in scenes] == base
+    piles = [s for s in scenes if s.concept == "count" and s.variant == 1]
+    hits = 0
+    for s in scenes:
+        text = caption(s, rng_c, p_count_number=0.5)
+        if text.startswith("a photo of a tall pile of ") and text.split()[7] in NUMBER_WORDS.values():
+            hits += 1
+            assert s in piles and text.split()[7] == NUMBER_WORDS[s.count], (s, text)
+            assert text.endswith(PLURALS[s.subject]), text
+        elif s.variant > 0:
+            assert not set(NUMBER_WORDS.values()) & set(text.split()), (s, text)
+    assert 0.15 < hits / len(piles) < 0.35, hits / len(piles)  # 0.5 described x 0.5 numbered

@@ -44,6 +44,33 @@ def test_tiny_run_exports_a_complete_pipeline_and_resumes(tmp_path, monkeypatch)
     assert (model_path(export) / "bert" / "config.json").is_file()
 
 
+def test_fine_tune_starts_from_an_exported_model_folder(tmp_path, monkeypatch):
+    """init_from an exported folder (the bundled model's form): its VAE is taken as a finished VAE phase (no VAE
+    step runs) and the UNet starts from its weights; a folder without unet/ is a one-line error."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from lego_inversion.errors import UserError
+
+    monkeypatch.setenv("LEGO_CACHE", str(tmp_path / "cache"))
+    export = train(_tiny(tmp_path / "first"), log=io.StringIO())
+    cfg = dataclasses.replace(_tiny(tmp_path / "second"), init_from=str(export), unet_steps=1, unet_lr=1e-12)
+    log = io.StringIO()
+    train(cfg, log=log)
+    assert "vae step" not in log.getvalue()
+    vae_state = torch.load(tmp_path / "second" / VAE_STATE, weights_only=True)
+    assert vae_state["step"] == cfg.vae_steps
+    exported_vae = AutoencoderKL.from_pretrained(export / "vqvae").float().state_dict()
+    assert all(torch.equal(vae_state["model"][k], v) for k, v in exported_vae.items())
+    exported_unet = UNet2DConditionModel.from_pretrained(export / "unet").float().state_dict()
+    tuned = torch.load(tmp_path / "second" / UNET_STATE, weights_only=True)["model"]
+    # one step at a negligible learning rate: the UNet is where the export left it, not a fresh init
+    assert all(torch.allclose(tuned[k], v, atol=1e-6) for k, v in exported_unet.items())
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "model_index.json").write_text("{}")
+    with pytest.raises(UserError, match="vqvae not found"):
+        TrainConfig(init_from=str(tmp_path / "bare"))
+
+
 def test_vae_learning_rate_decays_along_a_cosine_to_its_floor():
     cfg = TrainConfig(vae_lr=2e-3, vae_steps=100)
     assert _vae_lr(cfg, 0) == pytest.approx(2e-3)

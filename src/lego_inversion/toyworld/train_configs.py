@@ -44,6 +44,8 @@ class TrainConfig:
         "help": "share of generic-concept images (the rest: personalized variants)"})
     p_describe: float = field(default=P_DESCRIBE, metadata={
         "help": "how often a personalized variant's caption describes its look in neutral words (0: never)"})
+    p_count_number: float = field(default=0.0, metadata={
+        "help": "how often a described pile names its number (\"a tall pile of three red stars\"; 0: never)"})
     vae_steps: int = field(default=2200, metadata={"help": "autoencoder training steps"})
     vae_batch: int = field(default=16, metadata={"help": "autoencoder batch size"})
     vae_crop: int = field(default=64, metadata={
@@ -60,7 +62,8 @@ class TrainConfig:
         "help": "stop the UNet phase once the whole run has taken this many minutes"})
     checkpoint_every: int = field(default=250, metadata={"help": "steps between resumable checkpoints"})
     init_from: str = field(default="", metadata={
-        "help": "fine-tune: reuse the VAE of this finished run and start the UNet from its EMA weights",
+        "help": "fine-tune: reuse the VAE of this finished run (or exported model folder, e.g. the bundled "
+                "src/lego_inversion/toyworld/weights/model) and start the UNet from its EMA weights",
         "metavar": "RUN_DIR"})
 
     def __post_init__(self) -> None:
@@ -74,15 +77,18 @@ class TrainConfig:
             raise UserError(f"{where}: cfg_dropout must be in [0, 1) (got {self.cfg_dropout})")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"{where}: ema_decay must be in (0, 1) (got {self.ema_decay})")
-        if min(self.p_none, self.p_generic, self.p_describe) < 0 or self.p_none + self.p_generic > 1 \
-                or self.p_describe > 1:
-            raise UserError(f"{where}: p_none, p_generic, p_describe must be probabilities with "
-                            f"p_none + p_generic <= 1 (got {self.p_none}, {self.p_generic}, {self.p_describe})")
+        if min(self.p_none, self.p_generic, self.p_describe, self.p_count_number) < 0 \
+                or self.p_none + self.p_generic > 1 or max(self.p_describe, self.p_count_number) > 1:
+            raise UserError(f"{where}: p_none, p_generic, p_describe, p_count_number must be probabilities with "
+                            f"p_none + p_generic <= 1 (got {self.p_none}, {self.p_generic}, {self.p_describe}, "
+                            f"{self.p_count_number})")
         if self.init_from:
-            for name in ("vae_state.pt", "unet_state.pt"):
-                if not (Path(self.init_from) / name).is_file():
-                    raise UserError(f"{where}: init_from {self.init_from}: {name} not found "
-                                    "(give the --out folder of a finished `lego toyworld train` run)")
+            names = ("vqvae", "unet") if (Path(self.init_from) / "model_index.json").is_file() \
+                else ("vae_state.pt", "unet_state.pt")
+            for name in names:
+                if not (Path(self.init_from) / name).exists():
+                    raise UserError(f"{where}: init_from {self.init_from}: {name} not found (give the --out folder "
+                                    "of a finished `lego toyworld train` run, or an exported toy-model folder)")
 
 
 @dataclass

@@ -60,6 +60,11 @@ class TrainingSet:
         return len(self.text_states) - 1
 
 
+def _exported(folder: str) -> bool:
+    """An exported pipeline folder (`model.export_model`) rather than a training run folder."""
+    return (Path(folder) / "model_index.json").is_file()
+
+
 def _log(fh, msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=fh, flush=True)
 
@@ -73,7 +78,7 @@ def render_training_set(cfg: TrainConfig, log=sys.stdout) -> tuple[torch.Tensor,
 
     rng = np.random.default_rng(cfg.seed)
     scenes = sample_scenes(cfg.n_images, cfg.seed, cfg.p_none, cfg.p_generic)
-    captions = [caption(s, rng, cfg.p_describe) for s in scenes]
+    captions = [caption(s, rng, cfg.p_describe, cfg.p_count_number) for s in scenes]
     _log(log, f"rendering {len(scenes)} scenes")
     images = images_to_tensor(render(s) for s in tqdm(scenes, desc="render", file=log, mininterval=30))
     return images, captions
@@ -99,7 +104,13 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, run_dir: Path, t0: float, 
     vae = build_vae()
     ckpt = run_dir / VAE_STATE
     if cfg.init_from and not ckpt.exists():
-        shutil.copyfile(Path(cfg.init_from) / VAE_STATE, ckpt)
+        if _exported(cfg.init_from):  # an exported model's VAE counts as a finished VAE phase
+            from diffusers import AutoencoderKL
+
+            sd = AutoencoderKL.from_pretrained(Path(cfg.init_from) / "vqvae").float().state_dict()
+            atomic_torch_save(ckpt, {"step": cfg.vae_steps, "model": sd})
+        else:
+            shutil.copyfile(Path(cfg.init_from) / VAE_STATE, ckpt)
     state = torch.load(ckpt, weights_only=True) if ckpt.exists() else {"step": 0}
     if "model" in state:
         vae.load_state_dict(state["model"])
@@ -157,7 +168,12 @@ def _load_unet(cfg: TrainConfig, ckpt: Path):
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
     elif cfg.init_from:  # fine-tune from the EMA weights of an earlier run; fresh optimizer and step count
-        init = torch.load(Path(cfg.init_from) / UNET_STATE, weights_only=True)["ema"]
+        if _exported(cfg.init_from):
+            from diffusers import UNet2DConditionModel
+
+            init = UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet").float().state_dict()
+        else:
+            init = torch.load(Path(cfg.init_from) / UNET_STATE, weights_only=True)["ema"]
         unet.load_state_dict(init)
         ema.load_state_dict(init)
     else:

@@ -44,6 +44,8 @@ VARIANT_CAPTIONS = {
     ("arms_raised", 1): "a photo of a {s} with one hand up",
     ("count", 1): "a photo of a tall pile of {p}",
 }
+# A described pile that names its number (TrainConfig.p_count_number; 0 in the bundled model's recipe)
+NUMBERED_PILE = "a photo of a tall pile of {n} {p}"
 BASE_TEMPLATE = "a photo of a {s}"
 COUNT_TEMPLATE = "a photo of {n} {p}"
 PLACEHOLDERS = ("s", "p", "n")
@@ -74,13 +76,18 @@ def sample_scenes(n: int, seed: int, p_none: float = P_NONE, p_generic: float = 
     return [sample_scene(rng, int(rng.integers(2**31)), p_none, p_generic) for _ in range(n)]
 
 
-def caption(scene: Scene, rng: np.random.Generator, p_describe: float = P_DESCRIBE) -> str:
+def caption(scene: Scene, rng: np.random.Generator, p_describe: float = P_DESCRIBE,
+            p_count_number: float = 0.0) -> str:
     """The training caption of `scene`: names subject (+ appearance), and the concept only if generic;
     a personalized variant is described in neutral words with probability `p_describe` (0: never, and then no
     random number is drawn for it, so p_describe=0 gives the plain-caption mixture of the first training stage
-    in weights/model/training.json)."""
+    in weights/model/training.json). A described pile names its number with probability `p_count_number`
+    (`NUMBERED_PILE`; 0: never, and no random number is drawn, so the bundled recipe's captions are unchanged):
+    without it no caption ties a pile to a number, and no words draw a pile of N (docs/inversion_quality.md)."""
     appearance = scene.appearance if rng.random() < P_COLOUR_WORD else None
     if scene.concept != "none" and scene.variant != 0 and p_describe > 0 and rng.random() < p_describe:
+        if scene.concept == "count" and p_count_number > 0 and rng.random() < p_count_number:
+            return _fill(NUMBERED_PILE, scene.subject, appearance, scene.count)
         return described_prompt(scene.subject, appearance, scene.concept, scene.variant)
     if scene.concept == "none" or scene.variant != 0:
         return _fill(BASE_TEMPLATE, scene.subject, appearance)
