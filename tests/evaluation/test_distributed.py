@@ -50,7 +50,7 @@ def test_two_processes_equal_one(tmp_path, tiny, fake_generation, launcher):
     cmd = [a.replace("{port}", port) for a in LAUNCHERS[launcher]]
     cmd += [str(HERE / "dist_entry.py"), "evaluate", str(cfg), "--out", str(two), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
 
     # both processes worked, on disjoint shares that together cover everything
     logs = {r: [json.loads(x) for x in (tmp_path / "log" / f"rank{r}.jsonl").read_text().splitlines()]
