@@ -27,8 +27,7 @@ SIMILARITIES = ("cosine", "dot")
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
-                  "subject_warmup": 0,
-                  "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0}
+                  "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).

@@ -104,9 +104,10 @@ class InversionRun:
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
-        # the rows before any update: norm_cap's limits (a multiple of their norms) and init_decay's anchor
-        self.init_rows = {k: p.detach().clone() for k, p in self.params.items()} \
-            if config.norm_cap or config.init_decay else {}
+        # fixed before any update: init_decay's anchor (the initial rows) and norm_cap's limits (from their norms)
+        self.init_rows = {k: p.detach().clone() for k, p in self.params.items()} if config.init_decay else {}
+        self.max_norms = {k: config.norm_cap * p.detach().norm(dim=-1, keepdim=True)
+                          for k, p in self.params.items()} if config.norm_cap else {}
         cuda = backbone.device.type == "cuda"
         groups = baselines.attach(self)  # the fine-tuning baselines' UNet parts, if any
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -192,14 +193,13 @@ class InversionRun:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
-            pull = min(1.0, self.config.init_decay * self.optimizer.param_groups[0]["lr"])  # lr: this step's, rows'
+            # decoupled decay toward the initializer (L2-SP), as AdamW decays toward 0; lr: this step's, the rows'
+            pull = min(1.0, self.config.init_decay * self.optimizer.param_groups[0]["lr"])
             for key, init in self.init_rows.items():
+                self.params[key].sub_(pull * (self.params[key] - init))
+            for key, limit in self.max_norms.items():
                 rows = self.params[key]
-                if pull:  # decoupled decay toward the initializer (L2-SP), as AdamW decays toward 0
-                    rows.sub_(pull * (rows - init))
-                if self.config.norm_cap:
-                    limit = self.config.norm_cap * init.norm(dim=-1, keepdim=True)
-                    rows.mul_((limit / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
+                rows.mul_((limit / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

@@ -31,6 +31,11 @@ def _positive(where: str, config, names: tuple[str, ...]) -> None:
             raise UserError(f"{where}: {name} must be > 0 (got {getattr(config, name)})")
 
 
+def is_exported_model(folder: str) -> bool:
+    """An exported pipeline folder (`model.export_model`, the bundled model's form) rather than a run folder."""
+    return (Path(folder) / "model_index.json").is_file()
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run of the toy text-to-image model (VAE, then UNet)."""
@@ -83,8 +88,7 @@ class TrainConfig:
                             f"p_none + p_generic <= 1 (got {self.p_none}, {self.p_generic}, {self.p_describe}, "
                             f"{self.p_count_number})")
         if self.init_from:
-            names = ("vqvae", "unet") if (Path(self.init_from) / "model_index.json").is_file() \
-                else ("vae_state.pt", "unet_state.pt")
+            names = ("vqvae", "unet") if is_exported_model(self.init_from) else ("vae_state.pt", "unet_state.pt")
             for name in names:
                 if not (Path(self.init_from) / name).exists():
                     raise UserError(f"{where}: init_from {self.init_from}: {name} not found (give the --out folder "

@@ -29,7 +29,7 @@ import torch
 from ..atomic import atomic_torch_save
 from .model import LOSS_WINDOW, build_scheduler, build_unet, build_vae, encode_prompts, export_model, \
     images_to_tensor, load_text_encoder
-from .train_configs import TrainConfig
+from .train_configs import TrainConfig, is_exported_model
 
 VAE_STATE, UNET_STATE = "vae_state.pt", "unet_state.pt"  # resumable checkpoints in the run folder
 EXPORT = "model"  # the exported pipeline folder in the run folder
@@ -58,11 +58,6 @@ class TrainingSet:
     @property
     def empty_caption(self) -> int:
         return len(self.text_states) - 1
-
-
-def _exported(folder: str) -> bool:
-    """An exported pipeline folder (`model.export_model`) rather than a training run folder."""
-    return (Path(folder) / "model_index.json").is_file()
 
 
 def _log(fh, msg: str) -> None:
@@ -104,7 +99,7 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, run_dir: Path, t0: float, 
     vae = build_vae()
     ckpt = run_dir / VAE_STATE
     if cfg.init_from and not ckpt.exists():
-        if _exported(cfg.init_from):  # an exported model's VAE counts as a finished VAE phase
+        if is_exported_model(cfg.init_from):  # an exported model's VAE counts as a finished VAE phase
             from diffusers import AutoencoderKL
 
             sd = AutoencoderKL.from_pretrained(Path(cfg.init_from) / "vqvae").float().state_dict()
@@ -168,7 +163,7 @@ def _load_unet(cfg: TrainConfig, ckpt: Path):
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
     elif cfg.init_from:  # fine-tune from the EMA weights of an earlier run; fresh optimizer and step count
-        if _exported(cfg.init_from):
+        if is_exported_model(cfg.init_from):
             from diffusers import UNet2DConditionModel
 
             init = UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet").float().state_dict()
