@@ -287,13 +287,8 @@ class Study:
             lines += [f"Paired difference from `{baseline}` (condition minus {baseline}, cell by cell, all concepts):",
                       "", *rows, ""]
         lines += [f"Per concept ({' / '.join(labels[m] for m in metrics)}, mean over seeds):", "",
-                  "| concept | " + " | ".join(conditions) + " |", "|---" * (len(conditions) + 1) + "|"]
-        for k in sorted({c["concept"] for c in cells}, key=lambda k: (split_of(k), k)):
-            row = []
-            for cond in conditions:
-                cs = [c for c in cells if c["concept"] == k and c["condition"] == cond]
-                row.append("/".join(f"{np.mean([c[m] for c in cs]):.2f}" for m in metrics) if cs else "-")
-            lines.append(f"| {k} ({split_of(k)}) | " + " | ".join(row) + " |")
+                  *ABLATION.per_concept_rows(cells, "condition", conditions, metrics,
+                                             label=lambda k: f"{k} ({split_of(k)})", order=lambda k: (split_of(k), k))]
         table = "\n".join(lines) + "\n"
         cmd = f"PYTHONPATH=src python3 benchmarks/study_{self.name}.py " + " ".join(self.argv)
         atomic_write_json(self.dir / "results.json", {"summary": summary, "args": vars(self.args), "command": cmd,

@@ -231,6 +231,19 @@ def save_method_grids(out: Path, cells: list[dict], methods: list[str]) -> list[
     return written
 
 
+def per_concept_rows(cells: list[dict], key: str, columns: list[str], metrics, label=str, order=str) -> list[str]:
+    """A markdown table, one row per concept (sorted by `order`, named by `label`) and one column per `cell[key]`
+    value, each entry "m1/m2/…": the metrics' means over seeds."""
+    rows = ["| concept | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for k in sorted({c["concept"] for c in cells}, key=order):
+        row = []
+        for col in columns:
+            cs = [c for c in cells if c["concept"] == k and c[key] == col]
+            row.append("/".join(f"{np.mean([c[m] for c in cs]):.2f}" for m in metrics) if cs else "-")
+        rows.append(f"| {label(k)} | " + " | ".join(row) + " |")
+    return rows
+
+
 def summarize(cells: list[dict], methods: list[str], costs: dict[str, dict] | None = None) -> tuple[dict, str]:
     summary = {"methods": {}, "win_rates": {}}
     if costs:
@@ -260,13 +273,7 @@ def summarize(cells: list[dict], methods: list[str], costs: dict[str, dict] | No
                 row_.append("-" if a == b else f"{w:.2f}")
             lines.append(f"| {a} | " + " | ".join(row_) + " |")
     lines += ["", "Per concept (success / leakage / fidelity / clean hit, mean over seeds):", "",
-              "| concept | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for k in sorted({c["concept"] for c in cells}):
-        row = []
-        for m in methods:
-            cs = [c for c in cells if c["concept"] == k and c["method"] == m]
-            row.append("/".join(f"{np.mean([c[x] for c in cs]):.2f}" for x in METRICS) if cs else "-")
-        lines.append(f"| {k} | " + " | ".join(row) + " |")
+              *per_concept_rows(cells, "method", methods, METRICS)]
     table = "\n".join(lines) + "\n"
     return summary, table + ("\n" + cost_table(summary["costs"]) if costs else "")
 
