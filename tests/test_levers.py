@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,8 @@ from lego_inversion.backbones import load_backbone
 from lego_inversion.concept import load_concept
 from lego_inversion.config import CAPTION_OPENINGS, MODEL_DEFAULTS, InversionConfig
 from lego_inversion.errors import UserError
-from lego_inversion.exemplars import caption_variants
+from lego_inversion.exemplars import ExemplarSet, caption_variants
+from lego_inversion.images import center_crop_resize, load_image, rotate_hue, to_tensor
 from lego_inversion.loop import lr_factor
 from lego_inversion.trainer import InversionRun, invert
 
@@ -43,7 +45,8 @@ def test_caption_variants_reword_the_opening_only():
 def test_config_rejects_bad_lever_values():
     for bad in ({"timestep_skew": 1.0}, {"timestep_skew": -0.1}, {"caption_variants": 0},
                 {"caption_variants": len(CAPTION_OPENINGS) + 1}, {"vectors_per_token": 0},
-                {"lr_schedule": "step"}, {"context_similarity": "l2"}, {"steps": 0}):
+                {"lr_schedule": "step"}, {"context_similarity": "l2"}, {"steps": 0}, {"hue_variants": 0},
+                {"hue_variants": 13}):
         with pytest.raises(UserError):
             InversionConfig(**bad)
     cfg = InversionConfig().resolved({"steps": 120, "timestep_skew": 0.5})
@@ -106,7 +109,7 @@ def test_bundled_toy_model_sets_its_measured_defaults():
     backbone = load_backbone(None)
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (400, 0.5, 0.5, 0.01)
-    assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
+    assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1 and cfg.hue_variants == 1
 
 
 def test_norm_cap_keeps_rows_within_a_multiple_of_their_initializer(tiny_sd, concept_dir, tmp_path):
@@ -188,3 +191,51 @@ def test_snr_gamma_and_timestep_min_reach_the_loss(tiny_sd, concept_dir, tmp_pat
     for bad in ({"timestep_min": 0.99}, {"snr_gamma": -1.0}):
         with pytest.raises(UserError):
             InversionConfig(**bad)
+
+
+def test_rotate_hue_by_hand():
+    """PIL's 8-bit HSV: pure red is H 0; a third of the wheel (H + 85) is green, two thirds (H + 171) blue; greys,
+    black and white have no saturation and stay exactly as they are."""
+    from PIL import Image
+    img = Image.new("RGB", (4, 1))
+    img.putdata([(255, 0, 0), (128, 128, 128), (0, 0, 0), (255, 255, 255)])
+    third, two_thirds = (np.asarray(rotate_hue(img, f), dtype=int)[0] for f in (1 / 3, 2 / 3))
+    assert np.abs(third[0] - (0, 255, 0)).max() <= 6 and np.abs(two_thirds[0] - (0, 0, 255)).max() <= 6
+    assert third[1:].tolist() == two_thirds[1:].tolist() == [[128, 128, 128], [0, 0, 0], [255, 255, 255]]
+
+
+def test_hue_views_are_drawn_and_one_hue_leaves_the_random_stream_alone():
+    """A set of 2·hues views (view 2k + f: hue k, flipped if f) with std 0 and each view's latent equal to its index:
+    every view is drawn, flip_p 0 draws unflipped views only, and with one hue a draw takes exactly the random
+    numbers it took before hues existed (randint for the images, rand for the flips)."""
+    def one_image(views):
+        return ExemplarSet(mean=torch.arange(float(views)).view(1, views, 1, 1, 1), std=torch.zeros(1, views, 1, 1, 1),
+                           ids=[torch.zeros(1, 2, dtype=torch.long)], caption_index=torch.zeros(1, 1, dtype=torch.long),
+                           captions=[["x"]], geometry=torch.zeros(1, 2, 4))
+    g, noise = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    drawn = one_image(6).sample(300, g, noise, flip_p=0.5)[0].flatten()
+    assert set(drawn.tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
+    assert set(one_image(6).sample(100, g, noise, flip_p=0.0)[0].flatten().tolist()) == {0.0, 2.0, 4.0}
+    g, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    latents = one_image(2).sample(50, g, noise, flip_p=0.5)[0].flatten()
+    torch.randint(1, (50,), generator=ref)
+    flips = (torch.rand(50, generator=ref) < 0.5).float()
+    assert torch.equal(latents, flips) and torch.equal(g.get_state(), ref.get_state())
+
+
+def test_hue_variants_reach_the_run(tiny_sd, concept_dir, tmp_path):
+    """hue_variants 3: each exemplar is encoded as is and at turns of 1/3 and 2/3 of its hue (both flips each);
+    view 0 is the one-hue run's own, view 2 the encoding of the image turned by a third, by hand."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    one = InversionRun(spec, backbone, InversionConfig(**FAST), tmp_path / "a", alias="a")
+    three = InversionRun(spec, backbone, InversionConfig(hue_variants=3, **FAST), tmp_path / "b", alias="b")
+    assert one.with_set.mean.shape[1] == 2 and three.with_set.mean.shape[1] == 6
+    assert three.without_set.mean.shape[1] == 6
+    torch.testing.assert_close(three.with_set.mean[:, :2], one.with_set.mean, atol=1e-5, rtol=1e-5)
+    crop = center_crop_resize(load_image(spec.with_images[0]), three.resolution)
+    turned, _ = backbone.encode_images(to_tensor(rotate_hue(crop, 1 / 3))[None])
+    torch.testing.assert_close(three.with_set.mean[0, 2], turned[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(three.with_set.mean[0, 2], three.with_set.mean[0, 0])
+    assert json.loads((invert(concept_dir, tmp_path / "c", InversionConfig(hue_variants=2, **FAST), model=str(tiny_sd),
+                              progress=False) / "config.json").read_text())["hue_variants"] == 2

@@ -27,7 +27,7 @@ SIMILARITIES = ("cosine", "dot")
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
-                  "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0}
+                  "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -78,6 +78,10 @@ class InversionConfig:
     caption_variants: int | None = option(
         None, "caption templates per image set (Textual Inversion's augmentation): the concept's own template "
         "plus N-1 rewordings of its 'a photo of' opening; None: the model's (1)")
+    hue_variants: int | None = option(
+        None, "hue rotations per exemplar image (the image and N-1 turns of its hue, evenly spaced around the colour "
+        "wheel, each encoded once; a sample takes one at random), so no learned token can carry the exemplar's "
+        "colour; greys and white are unchanged; None: the model's (1)")
     vectors_per_token: int | None = option(
         None, "embedding vectors learned for each [[concept]] token (<melted> -> <melted> <melted_1> ...; each "
         "with the token's init word and context sets); None: the model's (1)")
@@ -133,6 +137,8 @@ class InversionConfig:
             raise UserError(f"steps must be at least 1, not {self.steps}")
         if self.caption_variants is not None and not 1 <= int(self.caption_variants) <= len(CAPTION_OPENINGS):
             raise UserError(f"caption_variants must lie in [1, {len(CAPTION_OPENINGS)}], not {self.caption_variants}")
+        if self.hue_variants is not None and not 1 <= int(self.hue_variants) <= 12:
+            raise UserError(f"hue_variants must lie in [1, 12], not {self.hue_variants}")
         if self.vectors_per_token is not None and not 1 <= int(self.vectors_per_token) <= 8:
             raise UserError(f"vectors_per_token must lie in [1, 8], not {self.vectors_per_token}")
         if self.timestep_skew is not None and not 0.0 <= self.timestep_skew < 1.0:

@@ -5,15 +5,17 @@
     latents, caption_idx, geometry = exemplars.sample(batch_size=2, choices=g_cpu, noise=g_device, flip_p=0.5)
     exemplars.ids[slot][caption_idx]       # token ids of each sample's caption
 
-Each image is VAE-encoded once, both as is and horizontally flipped (the only augmentation), and the latent
-distribution's mean and std are kept; a step draws `mean + std * ε` (what `latent_dist.sample()` would
-give) without touching the VAE again. Captions are tokenized once, per text encoder, and stored once per
+Each image is VAE-encoded once, both as is and horizontally flipped, and the latent distribution's mean and std
+are kept; with `hues` > 1 also at hues - 1 rotations of its hue, evenly spaced around the colour wheel
+(`hue_variants`: a sample then takes one at random, so no learned token can carry the exemplar's colour). A draw
+is `mean + std * ε` (what `latent_dist.sample()` would give), without touching the VAE again. Captions are
+tokenized once, per text encoder, and stored once per
 *distinct* caption: with the default templates every image of a set shares one caption, and the trainer
 encodes it once per step instead of once per sample. An image may have K alternative captions (Textual
 Inversion's template augmentation, `caption_variants`): each sample then takes one of them at random. Each
 image's original size and crop offset are kept too (`geometry`), for SDXL's micro-conditioning.
 
-Two generators drive a draw: `choices` (CPU: which images, which flips: small, and kept on the host so caption
+Two generators drive a draw: `choices` (CPU: which images, flips and hues: small, and kept on the host so caption
 bookkeeping needs no device sync) and `noise` (on the model's device: the latent-sampling noise).
 """
 
@@ -25,14 +27,14 @@ from pathlib import Path
 import torch
 
 from .config import CAPTION_OPENINGS
-from .images import center_crop_resize, crop_geometry, load_image, to_tensor
+from .images import center_crop_resize, crop_geometry, load_image, rotate_hue, to_tensor
 
 
 @dataclass
 class ExemplarSet:
     """One image set (I_C or I_C̄) as cached latents and token ids."""
 
-    mean: torch.Tensor            # [N, 2, C, h, w]: index 1 on dim 1 is the flipped image
+    mean: torch.Tensor            # [N, 2·hues, C, h, w]: view 2·k + f is hue rotation k/hues, flipped if f
     std: torch.Tensor             # same shape; zeros for a VQ autoencoder
     ids: list[torch.Tensor]       # per text encoder: [U, L] for the U distinct captions
     caption_index: torch.Tensor   # [N, K] (CPU): image, alternative -> row of `ids`
@@ -42,19 +44,24 @@ class ExemplarSet:
     @classmethod
     @torch.no_grad()
     def build(cls, backbone, images: list[Path], captions: list[str] | list[list[str]], resolution: int,
-              chunk: int = 4) -> ExemplarSet:
+              chunk: int = 4, hues: int = 1) -> ExemplarSet:
         loaded = [load_image(p) for p in images]
         geometry = torch.tensor([[crop_geometry(*im.size, resolution, flipped) for flipped in (False, True)]
                                  for im in loaded], dtype=torch.float32)
-        pixels = torch.stack([to_tensor(center_crop_resize(im, resolution)) for im in loaded])
-        both = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [2N, 3, H, W]
+        crops = [center_crop_resize(im, resolution) for im in loaded]
+        views = []
+        for im in crops:
+            for k in range(hues):
+                x = to_tensor(rotate_hue(im, k / hues) if k else im)
+                views += [x, x.flip(-1)]
+        views = torch.stack(views)  # [N·2·hues, 3, H, W]
         means, stds = [], []
-        for start in range(0, both.shape[0], chunk):
-            m, s = backbone.encode_images(both[start:start + chunk])
+        for start in range(0, views.shape[0], chunk):
+            m, s = backbone.encode_images(views[start:start + chunk])
             means.append(m)
             stds.append(s)
-        mean = torch.cat(means).unflatten(0, (len(images), 2))
-        std = torch.cat(stds).unflatten(0, (len(images), 2))
+        mean = torch.cat(means).unflatten(0, (len(images), 2 * hues))
+        std = torch.cat(stds).unflatten(0, (len(images), 2 * hues))
         options = [[c] if isinstance(c, str) else list(c) for c in captions]
         if len({len(o) for o in options}) != 1 or not options[0]:
             raise ValueError("every image needs the same number (>= 1) of alternative captions")
@@ -68,7 +75,7 @@ class ExemplarSet:
 
     def sample(self, batch_size: int, choices: torch.Generator, noise: torch.Generator,
                flip_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw `batch_size` images (with replacement), random flips, one latent sample each.
+        """Draw `batch_size` images (with replacement), random flips (and hues), one latent sample each.
 
         Returns the latents (on the model's device), and per sample the row of its caption in `ids` and its
         geometry row (both on the CPU).
@@ -77,9 +84,11 @@ class ExemplarSet:
         flip = (torch.rand(batch_size, generator=choices) < flip_p).long()
         k = self.caption_index.shape[1]  # one alternative: no extra draw, so the random stream is unchanged
         alt = torch.randint(k, (batch_size,), generator=choices) if k > 1 else torch.zeros(batch_size, dtype=torch.long)
+        hues = self.mean.shape[1] // 2  # likewise: one hue, no draw
+        hue = torch.randint(hues, (batch_size,), generator=choices) if hues > 1 else torch.zeros_like(flip)
         eps = torch.randn((batch_size, *self.mean.shape[2:]), generator=noise, device=noise.device)
-        idx_d, flip_d = idx.to(self.mean.device), flip.to(self.mean.device)
-        latents = self.mean[idx_d, flip_d] + self.std[idx_d, flip_d] * eps.to(self.mean.device)
+        idx_d, view_d = idx.to(self.mean.device), (2 * hue + flip).to(self.mean.device)
+        latents = self.mean[idx_d, view_d] + self.std[idx_d, view_d] * eps.to(self.mean.device)
         return latents, self.caption_index[idx, alt], self.geometry[idx, flip]
 
 

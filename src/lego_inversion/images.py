@@ -96,6 +96,14 @@ def _load(path: Path, size: int | None) -> Image.Image:
     return image
 
 
+def rotate_hue(image: Image.Image, fraction: float) -> Image.Image:
+    """`image` (RGB) with every pixel's hue turned by `fraction` of the colour wheel (PIL's 8-bit HSV: H + 256 ·
+    fraction, mod 256); saturation and value are kept, so greys, black and white stay as they are."""
+    hsv = np.asarray(image.convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(np.int64) + round(256 * fraction)) % 256
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 tensor [3, H, W] in [-1, 1] (the VAE's input range)."""
     arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0

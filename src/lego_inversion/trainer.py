@@ -95,11 +95,11 @@ class InversionRun:
         variants = config.caption_variants
         self.with_set = ExemplarSet.build(
             backbone, spec.with_images, [caption_variants(spec.caption(p, "with", subject_text, concept_text), variants)
-                                         for p in spec.with_images], self.resolution)
+                                         for p in spec.with_images], self.resolution, hues=config.hue_variants)
         self.without_set = ExemplarSet.build(
             backbone, spec.without_images, [caption_variants(spec.caption(p, "without", subject_text, concept_text),
                                                              variants) for p in spec.without_images],
-            self.resolution) \
+            self.resolution, hues=config.hue_variants) \
             if self.subject_token else None
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
