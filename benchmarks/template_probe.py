@@ -37,6 +37,7 @@ def slot_readings(backbone, oracle, template: str, truth: dict, fills: dict[str,
     `n` images per target subject other than the exemplar's, with the ablation's noise seeds (generated and read
     by `inversion_sweep.read`, one job per filling)."""
     from inversion_sweep import read
+    from toyworld_ablation import shows_look
 
     from lego_inversion.prompts import fill
 
@@ -47,9 +48,7 @@ def slot_readings(backbone, oracle, template: str, truth: dict, fills: dict[str,
     for (name, items, _, _), result in zip(jobs, read(backbone, oracle, jobs, guidance)):
         preds = result["predictions"]["transfer"]
         concept = [p["concept"] == truth["concept"] for p in preds]
-        # the count concept's look is a pile of the exemplar's number, as the ablation scores it
-        look = [c and p["variant"] == truth["variant"] and (truth["concept"] != "count" or p["count"] == truth["count"])
-                for c, p in zip(concept, preds)]
+        look = [shows_look(p, truth) for p in preds]
         seen = collections.Counter(f"{p['concept']}/{p['variant']}" for p in preds)
         rows[name] = {"prompt": items[0][2], "concept": sum(concept) / len(preds), "look": sum(look) / len(preds),
                       "n": len(preds), "seen": dict(seen.most_common(3))}

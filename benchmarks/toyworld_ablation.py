@@ -68,11 +68,15 @@ def parse_overrides(items: list[str]) -> dict:
     return parse(InversionConfig, items, exclude=("method", "steps", "seed"))
 
 
+def shows_look(pred: dict, truth: dict) -> bool:
+    """The oracle sees the exemplar's personalized look: its concept and variant (and for a count, its number)."""
+    ok = pred["concept"] == truth["concept"] and pred["variant"] == truth["variant"]
+    return ok and (truth["concept"] != "count" or pred["count"] == truth["count"])
+
+
 def score(pred: dict, truth: dict, target: str) -> dict[str, float]:
     """Oracle reading of one generated image -> the three 0/1 metrics."""
-    ok = pred["concept"] == truth["concept"] and pred["variant"] == truth["variant"]
-    if truth["concept"] == "count":
-        ok = ok and pred["count"] == truth["count"]
+    ok = shows_look(pred, truth)
     leak = pred["appearance"] == truth["appearance"] or pred["subject"] == truth["subject"]
     fidelity = pred["subject"] == target
     return {"success": float(ok), "leakage": float(leak), "fidelity": float(fidelity),

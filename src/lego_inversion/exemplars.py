@@ -49,12 +49,8 @@ class ExemplarSet:
         geometry = torch.tensor([[crop_geometry(*im.size, resolution, flipped) for flipped in (False, True)]
                                  for im in loaded], dtype=torch.float32)
         crops = [center_crop_resize(im, resolution) for im in loaded]
-        views = []
-        for im in crops:
-            for k in range(hues):
-                x = to_tensor(rotate_hue(im, k / hues) if k else im)
-                views += [x, x.flip(-1)]
-        views = torch.stack(views)  # [N·2·hues, 3, H, W]
+        pixels = [to_tensor(rotate_hue(im, k / hues) if k else im) for im in crops for k in range(hues)]
+        views = torch.stack([v for x in pixels for v in (x, x.flip(-1))])  # [N·2·hues, 3, H, W]
         means, stds = [], []
         for start in range(0, views.shape[0], chunk):
             m, s = backbone.encode_images(views[start:start + chunk])
