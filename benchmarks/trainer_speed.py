@@ -73,7 +73,16 @@ def lego_side(model: str, concept: Path, steps: int, batch: int, device: str, mi
     group = [InversionRun(spec, backbone, dataclasses.replace(config, seed=i), Path(tempfile.mkdtemp()),
                           alias=str(i) if runs > 1 else "") for i in range(runs)]
     per_step = sum(2 * batch if r.config.subject_separation else batch for r in group)
-    return timed(lambda: joint_step(group), steps, device, per_step)
+    compiled = backbone._train_unet
+
+    def eager_step():  # the FLOP count runs eagerly (same arithmetic): a dispatch mode would recompile the graph
+        backbone._train_unet = None
+        try:
+            joint_step(group)
+        finally:
+            backbone._train_unet = compiled
+
+    return timed(lambda: joint_step(group), steps, device, per_step, count_step=eager_step)
 
 
 def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str, mixed_precision: str,
@@ -151,23 +160,27 @@ def baseline_side(model: str, concept: Path, steps: int, batch: int, device: str
     return timed(step, steps, device, n * batch)
 
 
-def timed(step, steps: int, device: str, samples_per_step: int) -> dict:
-    """Two warm-up steps, one FLOP-counted step, then `steps` timed ones (CUDA work is waited for before the
-    clock is read)."""
+def timed(step, steps: int, device: str, samples_per_step: int, count_step=None) -> dict:
+    """One FLOP-counted step (of `count_step`, default `step`), three warm-up steps (compilation and CUDA-graph
+    recording happen there and are reported as "warmup_seconds"), then `steps` timed ones (CUDA work is waited
+    for before the clock is read)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step()
-    step()
     with FlopCounterMode(display=False) as counter:
-        step()
+        (count_step or step)()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
+    start = time.perf_counter()
+    for _ in range(3):
+        step()
+    sync()
+    warmup = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         step()
     sync()
     return {"seconds": time.perf_counter() - start, "samples_per_step": samples_per_step,
-            "flops_per_step": counter.get_total_flops()}
+            "flops_per_step": counter.get_total_flops(), "warmup_seconds": warmup}
 
 
 def main() -> None:

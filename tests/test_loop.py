@@ -1,5 +1,6 @@
 """Joint steps: several runs on one model learn exactly what each learns alone; `lego invert` over many folders."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -106,3 +107,56 @@ def test_torchrun_shards_the_runs_between_processes(tiny_sd, concept_dir, tmp_pa
     assert sorted(shares) == ["2 runs written under " + str(tmp_path / "two")] * 2  # 2 + 2, not 4 + 4
     for name in names:
         assert (tmp_path / "two" / name / "learned_embeds.safetensors").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a lent GPU)")
+def test_joint_runs_match_separate_runs_in_bf16_on_cuda(tiny_sd, concept_dir, tmp_path):
+    """On the GPU path (frozen model stored in bf16, autocast) a joint step learns what the separate runs learn,
+    to bf16 rounding: each run's learned change agrees with its solo change far better than with another run's."""
+    from lego_inversion.trainer import load_training_backbone
+
+    other = make_concept(tmp_path / "other", CONCEPT_TOML.replace('init = "melted"', 'init = "frozen"'))
+    cells = [(concept_dir, InversionConfig(method="lego", seed=0, **FAST)),
+             (concept_dir, InversionConfig(method="ti", seed=1, **FAST)),
+             (other, InversionConfig(method="lego", seed=2, **FAST))]
+    cells = [(c, dataclasses.replace(k, device="cuda", mixed_precision="bf16", steps=20)) for c, k in cells]
+
+    def train(chosen, root, alias):
+        backbone = load_training_backbone(str(tiny_sd), chosen[0][1])
+        runs = []
+        for i, (concept, config) in enumerate(chosen):
+            run, previous = build_run(concept, root / f"r{i}", config, backbone, alias=str(i) if alias else "")
+            open_run_folder(run, previous)
+            runs.append(run)
+        start = [r.params["rows/text_encoder"].detach().clone() for r in runs]
+        train_runs(runs, progress=False)
+        # the concept token's row (last), whose shape every method shares
+        return [(r.params["rows/text_encoder"].detach() - s)[-1].float().cpu() for r, s in zip(runs, start)]
+
+    joint = train(cells, tmp_path / "joint", alias=True)
+    alone = [train([cell], tmp_path / f"alone{i}", alias=False)[0] for i, cell in enumerate(cells)]
+    for i in range(len(cells)):
+        moved = alone[i].norm()
+        assert moved > 0
+        assert (joint[i] - alone[i]).norm() / moved < 0.05
+        assert (alone[(i + 1) % 3] - alone[i]).norm() / moved > 0.3  # a wrong pairing would fail
+
+
+def test_training_calls_the_compiled_unet_and_marks_each_step(tiny_sd, monkeypatch):
+    """With `--compile` the training forward goes through the compiled copy (a `torch.compile`d module has no
+    truth value, so the choice must not use `or`), and each call starts a new CUDA-graph step."""
+    backbone = load_backbone(str(tiny_sd))
+    compiled = torch.compile(backbone.unet, mode="reduce-overhead")  # lazy: nothing compiles until called
+    backbone._train_unet = compiled
+    assert backbone.train_unet is compiled
+    calls, marks = [], []
+    backbone._train_unet = lambda *a, **k: calls.append(a) or backbone.unet(*a, **k)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(calls)))
+    noisy = torch.randn(2, *backbone.latent_shape(1, 64)[1:])
+    cond = backbone.encode_text([s.tokenizer(["a cube"] * 2, padding="max_length", max_length=77,
+                                             return_tensors="pt").input_ids for s in backbone.slots])
+    out = backbone.predict(noisy, torch.tensor([10, 500]), cond)
+    assert out.shape == noisy.shape and len(calls) == 1 and marks == [0]  # marked before the call
+    backbone._train_unet = None
+    torch.testing.assert_close(backbone.predict(noisy, torch.tensor([10, 500]), cond), out)
+    assert marks == [0]  # eager training marks nothing
