@@ -24,15 +24,21 @@ def _float64(backbone):
     return backbone
 
 
-def _train(tiny_sd, cells, root, alias_runs):
-    backbone = _float64(load_backbone(str(tiny_sd)))
+def _open_runs(backbone, cells, root, alias_runs, float64=False):
+    """The runs of `cells` [(concept folder, config)] on one backbone, their folders opened (not yet trained)."""
     runs = []
     for i, (concept, config) in enumerate(cells):
         run, previous = build_run(concept, root / f"r{i}", config, backbone, alias=str(i) if alias_runs else "")
-        for p in run.params.values():
-            p.data = p.data.double()
+        if float64:
+            for p in run.params.values():
+                p.data = p.data.double()
         open_run_folder(run, previous)
         runs.append(run)
+    return runs
+
+
+def _train(tiny_sd, cells, root, alias_runs):
+    runs = _open_runs(_float64(load_backbone(str(tiny_sd))), cells, root, alias_runs, float64=True)
     train_runs(runs, progress=False)
     return [{t: v for t, v in zip(r.tokens, r.params["rows/text_encoder"].detach())} for r in runs]
 
@@ -122,12 +128,7 @@ def test_joint_runs_match_separate_runs_in_bf16_on_cuda(tiny_sd, concept_dir, tm
     cells = [(c, dataclasses.replace(k, device="cuda", mixed_precision="bf16", steps=20)) for c, k in cells]
 
     def train(chosen, root, alias):
-        backbone = load_training_backbone(str(tiny_sd), chosen[0][1])
-        runs = []
-        for i, (concept, config) in enumerate(chosen):
-            run, previous = build_run(concept, root / f"r{i}", config, backbone, alias=str(i) if alias else "")
-            open_run_folder(run, previous)
-            runs.append(run)
+        runs = _open_runs(load_training_backbone(str(tiny_sd), chosen[0][1]), chosen, root, alias)
         start = [r.params["rows/text_encoder"].detach().clone() for r in runs]
         train_runs(runs, progress=False)
         # the concept token's row (last), whose shape every method shares
