@@ -324,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     if not examples:
         print(f"toyworld_ablation: error: no toy-world examples in {args.examples}", file=sys.stderr)
         return 2
+    for ex in examples:
+        if not cell_targets(tomllib.loads((ex / "concept.toml").read_text())["toyworld"], args):
+            print(f"toyworld_ablation: error: --targets {' '.join(args.targets)}: {ex.name}'s exemplar is the only "
+                  "target, so it has no new subject; add another target", file=sys.stderr)
+            return 2
     out = Path(args.out)
     oracle, cells, t0 = Oracle.load(), [], time.time()
     jobs = [(e, m, s) for e in examples for m in args.methods for s in (args.seeds if m not in PLAIN else

