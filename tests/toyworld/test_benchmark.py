@@ -357,3 +357,13 @@ def test_seed_agreement_cosines_and_averages_by_hand(tmp_path):
     assert torch.allclose(saved["<ab>"], (rows[1] + rows[2]) / 2) and torch.equal(saved["<subj>"], torch.ones(3))
     assert agree.main([str(tmp_path / "abl"), "--average-into", str(tmp_path / "x"), "--groups", "0,7"]) == 2
     assert agree.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_run_selection_picks_the_best_validation_score_and_breaks_ties_by_group_order():
+    sel = _load("run_selection")
+    val = {0: {"clean": 0.5}, 3: {"clean": 0.75}, 6: {"clean": 0.75}, 1: {"clean": 0.0}}
+    assert sel.select(val, [0, 3, 6]) == 3  # 3 and 6 tie at 0.75: the earlier in the group
+    assert sel.select(val, [6, 3, 0]) == 6
+    assert sel.select(val, [1, 0]) == 0
+    assert sel.validation_targets({"subject": "cube"}) == ["pyramid", "heart"]
+    assert not set(sel.VALIDATION_SUBJECTS) & {"ball", "star", "bear"}  # disjoint from the ablation's targets
