@@ -9,7 +9,10 @@
 Reads the run folders `<folder>/runs/<concept>-<method>-s<seed>` of ablation outputs. For every concept row: each
 seed's displacement from its initializer word (the token's name, as in token_neighbours.py), its norm, and the
 cosine between the displacements of every two seeds: about 0 ± 0.05 for independent walks in the 384 dimensions
-of the toy encoder, 1 for one shared direction.
+of the toy encoder, 1 for one shared direction. Where the folders hold the ablation's cells (cells/*.json), also the
+Spearman correlation, over a concept's seeds, between each seed's concept success and three properties of its first
+concept row: the displacement's norm, its cosine with the other seeds' mean displacement, and the row's cosine with
+the initializer (does anything in the rows tell which seed transfers?).
 
 --average-into OUT: for each group of seeds, a copy of the group's first seed's run folder whose concept rows are
 the mean of the group's rows (`<subj>` stays the seed's own; generation does not use it). The ablation then
@@ -70,6 +73,44 @@ def agreement(runs: dict[int, Path], table: torch.Tensor, tokenizer) -> dict:
                       "pair_cosines": [round(c, 3) for c in cos],
                       "mean_pair_cosine": round(sum(cos) / len(cos), 3) if cos else None}
     return out
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
+    import numpy as np
+
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = x.argsort(kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def success_vs_geometry(runs: dict[int, Path], success: dict[int, float], table, tokenizer) -> dict:
+    """Spearman ρ over seeds between success and (displacement norm, cosine with the other seeds' mean
+    displacement, cosine with the initializer) of the first concept row."""
+    from lego_inversion.backbones.tokens import words_to_rows
+
+    seeds = [s for s in sorted(runs) if s in success]
+    rows = {s: concept_rows(runs[s]) for s in seeds}
+    token = next(iter(rows[seeds[0]]))
+    init = words_to_rows([re.sub(r"_\d+>$", ">", token).strip("<>")], tokenizer, table)[0].float()
+    disp = {s: rows[s][token] - init for s in seeds}
+    norm = [float(disp[s].norm()) for s in seeds]
+    loo = [float(F.cosine_similarity(disp[s], torch.stack([disp[o] for o in seeds if o != s]).mean(0), dim=0))
+           for s in seeds]
+    cos_init = [float(F.cosine_similarity(rows[s][token], init, dim=0)) for s in seeds]
+    y = [success[s] for s in seeds]
+    return {"seeds": len(seeds), "rho_norm": spearman(y, norm), "rho_agreement": spearman(y, loo),
+            "rho_cos_init": spearman(y, cos_init)}
 
 
 def average_into(out: Path, runs: dict[int, Path], group: list[int]) -> Path:
@@ -135,6 +176,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(t['displacement_norms'])} seeds), pair cosine {t['mean_pair_cosine']}")
     if cosines:
         print(f"mean pair cosine over {len(cosines)} pairs: {sum(cosines) / len(cosines):.3f}")
+    success = {}
+    for folder in args.folders:
+        for f in (folder / "cells").glob(f"*-{args.method}-*.json"):
+            c = json.loads(f.read_text())
+            success.setdefault(c["concept"], {})[c["seed"]] = c["success"]
+    rhos = {c: success_vs_geometry(by, success[c], slot.base_table, slot.tokenizer)
+            for c, by in sorted(runs.items()) if len(set(success.get(c, {})) & set(by)) >= 3}
+    for concept, r in rhos.items():
+        print(f"{concept}: Spearman rho of success over {r['seeds']} seeds with norm {r['rho_norm']:+.2f}, "
+              f"agreement {r['rho_agreement']:+.2f}, cos(init) {r['rho_cos_init']:+.2f}")
+        report[concept]["success_vs_geometry"] = r
+    if rhos:
+        import numpy as np
+
+        print("mean rho (norm, agreement, cos init): " + ", ".join(
+            f"{np.nanmean([r[k] for r in rhos.values()]):+.2f}" for k in ("rho_norm", "rho_agreement", "rho_cos_init")))
     if args.json:
         from lego_inversion.atomic import atomic_write_json
 

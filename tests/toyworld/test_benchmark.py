@@ -357,6 +357,9 @@ def test_seed_agreement_cosines_and_averages_by_hand(tmp_path):
     assert torch.allclose(saved["<ab>"], (rows[1] + rows[2]) / 2) and torch.equal(saved["<subj>"], torch.ones(3))
     assert agree.main([str(tmp_path / "abl"), "--average-into", str(tmp_path / "x"), "--groups", "0,7"]) == 2
     assert agree.main([str(tmp_path / "nothing")]) == 2
+    assert agree.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert agree.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(1.5 * 2))  # tied ranks 0.5, 0.5
+    assert math.isnan(agree.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_run_selection_picks_the_best_validation_score_and_breaks_ties_by_group_order():
