@@ -11,26 +11,15 @@ per-concept success. A setting cut short shows how many cells it has.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toyworld_ablation import bootstrap_ci
+from toyworld_ablation import bootstrap_ci, load_cells
 
 METRICS = ("success", "leakage", "clean")
-
-
-def load_cells(folder: Path, method: str) -> dict[tuple[str, int], dict]:
-    """(concept, seed) -> cell, for the cells of `method` in folder/cells."""
-    cells = {}
-    for f in sorted((folder / "cells").glob("*.json")):
-        c = json.loads(f.read_text())
-        if c["method"] == method:
-            cells[(c["concept"], c["seed"])] = c
-    return cells
 
 
 def paired(a: dict, b: dict, metric: str) -> tuple[float, float, float] | None:
@@ -45,7 +34,7 @@ def report(out: Path, baseline: str = "defaults", method: str = "lego") -> str:
     folders = sorted(p for p in out.iterdir() if (p / "cells").is_dir() and p.name.rsplit("_", 1)[-1] in ("ex", "ho"))
     lines = []
     for split in ("ex", "ho"):
-        base = load_cells(out / f"{baseline}_{split}", method)
+        base = load_cells([out / f"{baseline}_{split}"], method)
         concepts = sorted({k[0] for k in base})
         lines += ["", f"Split {split} (paired against {baseline}: same concept, seed and sampling noise):", "",
                   "| setting | cells | success | leakage | clean | paired success | paired leakage | paired clean | "
@@ -54,7 +43,7 @@ def report(out: Path, baseline: str = "defaults", method: str = "lego") -> str:
         rows = [f for f in folders if f.name.endswith(f"_{split}")]
         rows.sort(key=lambda f: (f.name != f"{baseline}_{split}", f.name))
         for f in rows:
-            cells = load_cells(f, method)
+            cells = load_cells([f], method)
             if not cells:
                 continue
             means = [bootstrap_ci([c[m] for c in cells.values()]) for m in METRICS]

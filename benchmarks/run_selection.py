@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from seed_agreement import find_runs  # noqa: E402
-from toyworld_ablation import bootstrap_ci, score, with_prompts  # noqa: E402
+from toyworld_ablation import bootstrap_ci, load_cells, score, with_prompts  # noqa: E402
 
 VALIDATION_SUBJECTS = ("cube", "pyramid", "heart")
 VALIDATION_SEED = 777_000
@@ -62,16 +62,6 @@ def validate(run: Path, example: Path, images: int, oracle, out: Path) -> dict:
               **{m: float(np.mean([s[m] for s in scores])) for m in ("success", "leakage", "clean")}}
     atomic_write_json(f, result)
     return result
-
-
-def load_cells(folders: list[Path], method: str) -> dict[tuple[str, int], dict]:
-    cells = {}
-    for folder in folders:
-        for f in sorted((folder / "cells").glob(f"*-{method}-*.json")):
-            c = json.loads(f.read_text())
-            if c["method"] == method:
-                cells[(c["concept"], c["seed"])] = c
-    return cells
 
 
 def select(val: dict[int, dict], group: list[int], by: str = "clean") -> int:

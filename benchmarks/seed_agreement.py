@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 EMBEDS = "learned_embeds.safetensors"
 
@@ -58,14 +59,20 @@ def concept_rows(run: Path) -> dict[str, torch.Tensor]:
     return {t: learned[t].float().reshape(-1) for t in tokens}
 
 
-def agreement(runs: dict[int, Path], table: torch.Tensor, tokenizer) -> dict:
-    """Per concept token: displacement norms per seed and the cosine of every pair of displacements."""
+def initializer_row(token: str, tokenizer, table: torch.Tensor) -> torch.Tensor:
+    """The row of the token's initializer word: its name without brackets or a multi-vector suffix, as in
+    token_neighbours.py (every toy-world concept token is named after its init word)."""
     from lego_inversion.backbones.tokens import words_to_rows
 
+    return words_to_rows([re.sub(r"_\d+>$", ">", token).strip("<>")], tokenizer, table)[0].float()
+
+
+def agreement(runs: dict[int, Path], table: torch.Tensor, tokenizer) -> dict:
+    """Per concept token: displacement norms per seed and the cosine of every pair of displacements."""
     rows = {s: concept_rows(r) for s, r in sorted(runs.items())}
     out = {}
     for token in next(iter(rows.values())):
-        init = words_to_rows([re.sub(r"_\d+>$", ">", token).strip("<>")], tokenizer, table)[0].float()
+        init = initializer_row(token, tokenizer, table)
         disp = {s: r[token] - init for s, r in rows.items()}
         cos = [float(F.cosine_similarity(disp[a], disp[b], dim=0)) for a, b in itertools.combinations(disp, 2)]
         out[token] = {"init_norm": round(float(init.norm()), 3),
@@ -97,12 +104,10 @@ def spearman(a, b) -> float:
 def success_vs_geometry(runs: dict[int, Path], success: dict[int, float], table, tokenizer) -> dict:
     """Spearman ρ over seeds between success and (displacement norm, cosine with the other seeds' mean
     displacement, cosine with the initializer) of the first concept row."""
-    from lego_inversion.backbones.tokens import words_to_rows
-
     seeds = [s for s in sorted(runs) if s in success]
     rows = {s: concept_rows(runs[s]) for s in seeds}
     token = next(iter(rows[seeds[0]]))
-    init = words_to_rows([re.sub(r"_\d+>$", ">", token).strip("<>")], tokenizer, table)[0].float()
+    init = initializer_row(token, tokenizer, table)
     disp = {s: rows[s][token] - init for s in seeds}
     norm = [float(disp[s].norm()) for s in seeds]
     loo = [float(F.cosine_similarity(disp[s], torch.stack([disp[o] for o in seeds if o != s]).mean(0), dim=0))
@@ -176,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(t['displacement_norms'])} seeds), pair cosine {t['mean_pair_cosine']}")
     if cosines:
         print(f"mean pair cosine over {len(cosines)} pairs: {sum(cosines) / len(cosines):.3f}")
+    from toyworld_ablation import load_cells
+
     success = {}
-    for folder in args.folders:
-        for f in (folder / "cells").glob(f"*-{args.method}-*.json"):
-            c = json.loads(f.read_text())
-            success.setdefault(c["concept"], {})[c["seed"]] = c["success"]
+    for (concept, seed), c in load_cells(args.folders, args.method).items():
+        success.setdefault(concept, {})[seed] = c["success"]
     rhos = {c: success_vs_geometry(by, success[c], slot.base_table, slot.tokenizer)
             for c, by in sorted(runs.items()) if len(set(success.get(c, {})) & set(by)) >= 3}
     for concept, r in rhos.items():

@@ -94,6 +94,17 @@ def rescore(cell: dict, truth: dict, targets: list[str]) -> dict:
     return cell | {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
 
 
+def load_cells(folders: list[Path], method: str) -> dict[tuple[str, int], dict]:
+    """(concept, seed) -> saved cell of `method`, from the cells/ of one or more ablation output folders."""
+    cells = {}
+    for folder in folders:
+        for f in sorted((Path(folder) / "cells").glob(f"*-{method}-*.json")):
+            c = json.loads(f.read_text())
+            if c["method"] == method:
+                cells[(c["concept"], c["seed"])] = c
+    return cells
+
+
 def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean and 95% percentile-bootstrap interval of `values`."""
     v = np.asarray(values, dtype=np.float64)
