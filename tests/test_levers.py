@@ -110,6 +110,8 @@ def test_bundled_toy_model_sets_its_measured_defaults():
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (400, 0.5, 0.5, 0.01)
     assert cfg.hue_variants == 6
+    assert (cfg.select_every, cfg.select_by, cfg.select_subjects) == (100, "look", "cube,pyramid,heart")
+    assert InversionConfig().resolved({}).select_every == 0 and InversionConfig().resolved({}).select_by == "exemplars"
     assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
     assert InversionConfig().resolved({}).hue_variants == MODEL_DEFAULTS["hue_variants"] == 1
 

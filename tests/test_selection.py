@@ -76,21 +76,26 @@ def test_score_is_the_mean_denoising_loss_of_the_fixed_draws(tiny_sd, concept_di
     assert torch.equal(run.params["rows/text_encoder"], best)
 
 
-def test_resumed_run_selects_as_an_uninterrupted_one(tiny_sd, concept_dir, tmp_path, monkeypatch):
-    config = InversionConfig(select_every=2, select_draws=2, **FAST)
-    full = invert(concept_dir, tmp_path / "full", config, model=str(tiny_sd), progress=False)
+def interrupted_and_resumed(concept_dir, out, config, model, monkeypatch, at_step: int = 3):
+    """Train `config` into `out`, stopped by Ctrl-C at the start of step `at_step`, then resumed to the end."""
     original = InversionRun.draw
 
     def interrupted(self):
-        if self.step == 3 and self.selector is not None and len(self.selector.draws) == 2:
+        if self.step == at_step and self.selector is not None:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self)
 
     monkeypatch.setattr(InversionRun, "draw", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), progress=False)
+        invert(concept_dir, out, config, model=model, progress=False)
     monkeypatch.setattr(InversionRun, "draw", original)
-    resumed = invert(concept_dir, tmp_path / "part", config, model=str(tiny_sd), resume=True, progress=False)
+    return invert(concept_dir, out, config, model=model, resume=True, progress=False)
+
+
+def test_resumed_run_selects_as_an_uninterrupted_one(tiny_sd, concept_dir, tmp_path, monkeypatch):
+    config = InversionConfig(select_every=2, select_draws=2, **FAST)
+    full = invert(concept_dir, tmp_path / "full", config, model=str(tiny_sd), progress=False)
+    resumed = interrupted_and_resumed(concept_dir, tmp_path / "part", config, str(tiny_sd), monkeypatch)
     a, b = load_file(full / "learned_embeds.safetensors"), load_file(resumed / "learned_embeds.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _checkpoint(full)[0]["select/step"] == _checkpoint(resumed)[0]["select/step"]

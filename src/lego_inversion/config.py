@@ -23,11 +23,13 @@ METHODS = ("lego", "ti", "cl-only", "ss-only", "reversion", "dreambooth", "custo
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 SIMILARITIES = ("cosine", "dot")
+SELECT_BY = ("exemplars", "look")
 # Fields left None take the model's value: its folder's lego_inversion.json, else these (the literature's
 # settings for CLIP models: Textual Inversion's uniform timesteps, one caption template per set, constant LR).
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
-                  "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1}
+                  "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
+                  "select_by": "exemplars", "select_subjects": ""}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -98,10 +100,22 @@ class InversionConfig:
         None, "Subject Separation: the first K of the steps train <subj> alone on without/ images, so the subject "
         "is explained before the concept tokens start to learn; None: the model's (0)")
     select_every: int | None = option(
-        None, "every K steps (and at step 0) score the learned rows on fixed draws of the exemplars and keep the "
-        "best; the results hold the best rows, not the last (docs/inversion_quality.md (g)); 0: off, the last "
-        "rows; None: the model's (0); methods that fine-tune the UNet never select")
-    select_draws: int = option(16, "select_every: training batches in the fixed scoring set")
+        None, "every K steps (and at step 0) score the learned rows (--select-by) and keep the best; the results "
+        "hold the best rows, not the last (docs/inversion_quality.md (g), (o)); 0: off, the last rows; None: the "
+        "model's (0); methods that fine-tune the UNet never select")
+    select_draws: int = option(16, "select_every with select_by exemplars: training batches in the fixed scoring set")
+    select_by: str | None = option(
+        None, "select_every: what scores the rows: `exemplars` (the denoising loss on fixed draws of the run's own "
+        "exemplars) or `look` (the concept drawn on --select-subjects from fixed noise and judged: the toy world's "
+        "oracle, else BLIP-2 yes/no VQA on the concept's [evaluation] questions); with look and several --seed, "
+        "the best run is also written as <concept>-<method>-best; None: the model's (exemplars)",
+        choices=SELECT_BY)
+    select_subjects: str | None = option(
+        None, "select_by look: comma-separated subjects to judge the look on, never your final targets (the "
+        "exemplar's own subject is left out); empty: the concept's [validation] subjects; None: the model's (empty)")
+    select_images: int = option(4, "select_by look: images per select subject at each scoring")
+    select_vqa_model: str = option("Salesforce/blip2-flan-t5-xl", "select_by look off the toy world: the BLIP-2 "
+                                   "checkpoint that judges (a local folder or a cached hub id)")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
@@ -155,6 +169,10 @@ class InversionConfig:
         if (self.select_every is not None and int(self.select_every) < 0) or self.select_draws < 1:
             raise UserError(f"select_every must be >= 0 (0: off) and select_draws >= 1, not {self.select_every} "
                             f"and {self.select_draws}")
+        if self.select_by is not None and self.select_by not in SELECT_BY:
+            raise UserError(f"select_by must be one of {SELECT_BY}, not {self.select_by!r}")
+        if self.select_images < 1:
+            raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.subject_warmup is not None and int(self.subject_warmup) < 0:
             raise UserError(f"subject_warmup must be >= 0, not {self.subject_warmup}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:

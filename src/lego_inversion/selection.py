@@ -1,41 +1,48 @@
-"""Keeping the best rows of a run, scored on fixed draws of its own exemplars (`select_every`).
+"""Keeping the best rows of a run (`select_every`), scored on its own exemplars or by its look on other subjects.
 
-    selector = Selector(run, draws=16)   # fixed draws from their own random streams; scores the initial rows
+    selector = make_selector(run)        # ExemplarSelector or LookSelector (`select_by`); scores the initial rows
     selector.offer(run)                  # score the current rows; keep a copy if they beat the best so far
     selector.restore(run)                # put the best rows back (the trainer does this before saving results)
 
-Why: late in training the gradient on a learned row is almost all noise (a step carries 2-5 % signal on the
-toy model at 400 steps), and Adam moves every coordinate by ~lr per step whatever the signal, so the last
-iterate is where a random walk stopped. Scoring every K steps on the same draws (the same images, flips, t and
-ε each time: common random numbers) compares iterates without that noise, and the run keeps the one that fits
-its exemplars best, its initializer included (step 0). The score is the denoising part of Eq. 3 (concept batch
-+ subject batch); the Context Loss is left out, since it is not a fit to the images. Measured on the toy model
-(docs/inversion_quality.md (g)) it ties the last rows: the best-scored rows came from steps 300-400 in every
-run, so it is off by default.
+`select_by = "exemplars"` (ExemplarSelector): the denoising part of Eq. 3 (concept batch + subject batch) on fixed
+draws of the run's own exemplars (the same images, flips, t and ε each time: common random numbers); lower is
+better. Why: late in training the gradient on a learned row is almost all noise (2-5 % signal on the toy model at
+400 steps), so the last iterate is where a walk stopped. Measured on the toy model (docs/inversion_quality.md (g))
+it ties the last rows: the best-scored rows came from steps 300-400 in every run.
+
+`select_by = "look"` (LookSelector): the rows generate the concept on the `select_subjects` (never the exemplar's
+subject) from fixed noise, `select_images` per subject, and a judge scores each image (judges.py: the toy world's
+oracle, or BLIP-2 yes/no VQA on the concept's questions); higher is better, and a tie goes to the later rows.
+Why: what a user wants is the look on *new* subjects, and training can carry rows off a look their initializer
+already draws (waving on the toy model, (g)) or end on an unlucky iterate ((m)). The noise does not depend on the
+run's seed, so runs of several seeds are scored on the same images' noise and their best scores compare
+(`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, trainer.keep_best).
+
 The best rows, their score and step travel in the checkpoint, so a resumed run selects as an uninterrupted one.
 Only learned rows are kept: methods that fine-tune the UNet do not select.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 SELECT_STREAM = 0x5E1EC7  # offset of the selection draws' seeds from the run's seed
+LOOK_SEED = 0x100C  # first noise seed of the look images (image i: LOOK_SEED + i, whatever the run's seed)
 
 
 class Selector:
-    def __init__(self, run, draws: int):
-        seed, device = run.config.seed + SELECT_STREAM, run.backbone.device
-        own = {"choices": torch.Generator().manual_seed(seed), "noise": torch.Generator(device).manual_seed(seed)}
-        training, run.generators = run.generators, own
-        try:
-            self.draws = [run.draw() for _ in range(draws)]
-        finally:
-            run.generators = training
-        # checkpointed state: tensors, so that save_checkpoint / load_checkpoint carry them with the rows
-        self.state = {"select/score": torch.tensor([math.inf]), "select/step": torch.tensor([-1.0])}
+    """The best rows offered so far and their score, as checkpointed tensors; subclasses define `score`."""
+
+    higher_is_better = False
+
+    def __init__(self, run):
+        worst = -math.inf if self.higher_is_better else math.inf
+        self.state = {"select/score": torch.tensor([worst]), "select/step": torch.tensor([-1.0])}
         self.state |= {f"select/{k}": p.detach().clone() for k, p in run.params.items()}
         self.offer(run)  # the initializer is a candidate too
 
@@ -46,6 +53,40 @@ class Selector:
     @property
     def best_score(self) -> float:
         return float(self.state["select/score"])
+
+    def score(self, run) -> float:
+        raise NotImplementedError
+
+    def beats_best(self, score: float) -> bool:
+        """Lower losses win outright (ties keep the earlier rows); higher looks win ties (the later rows)."""
+        return score >= self.best_score if self.higher_is_better else score < self.best_score
+
+    def offer(self, run) -> float:
+        """Score the current rows and keep them if they are the best so far; returns the score."""
+        score = self.score(run)
+        if self.beats_best(score):
+            self.state["select/score"].fill_(score)
+            self.state["select/step"].fill_(run.step)
+            for k, p in run.params.items():
+                self.state[f"select/{k}"].copy_(p.detach())
+        return score
+
+    @torch.no_grad()
+    def restore(self, run) -> None:
+        for k, p in run.params.items():
+            p.copy_(self.state[f"select/{k}"])
+
+
+class ExemplarSelector(Selector):
+    def __init__(self, run, draws: int):
+        seed, device = run.config.seed + SELECT_STREAM, run.backbone.device
+        own = {"choices": torch.Generator().manual_seed(seed), "noise": torch.Generator(device).manual_seed(seed)}
+        training, run.generators = run.generators, own
+        try:
+            self.draws = [run.draw() for _ in range(draws)]
+        finally:
+            run.generators = training
+        super().__init__(run)
 
     @torch.no_grad()
     def score(self, run) -> float:
@@ -58,17 +99,41 @@ class Selector:
             total += float(terms["loss_concept"] + terms.get("loss_subject", 0.0))
         return total / len(self.draws)
 
-    def offer(self, run) -> float:
-        """Score the current rows and keep them if they are the best so far; returns the score."""
-        score = self.score(run)
-        if score < self.best_score:
-            self.state["select/score"].fill_(score)
-            self.state["select/step"].fill_(run.step)
-            for k, p in run.params.items():
-                self.state[f"select/{k}"].copy_(p.detach())
-        return score
+
+class LookSelector(Selector):
+    """Mean judge score of the concept drawn on the select subjects, from fixed noise (module docstring)."""
+
+    higher_is_better = True
+
+    def __init__(self, run, judge, subjects: list[str], images: int):
+        self.judge, self.subjects = judge, [s for s in subjects for _ in range(images)]
+        self.prompts = run.concept_prompts(self.subjects)
+        shape = run.backbone.latent_shape(1, run.resolution)
+        self.latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(LOOK_SEED + i))
+                                  for i in range(len(self.prompts))])
+        super().__init__(run)
 
     @torch.no_grad()
-    def restore(self, run) -> None:
-        for k, p in run.params.items():
-            p.copy_(self.state[f"select/{k}"])
+    def score(self, run) -> float:
+        with run.autocast():
+            images = run.backbone.sample(self.prompts, self.latents, num_inference_steps=run.config.validation_steps)
+        return sum(self.judge(images, self.subjects)) / len(images)
+
+
+def make_selector(run) -> Selector | None:
+    """The run's selector (`select_every`, `select_by`), or None: selection off, or a UNet-fine-tuning method."""
+    cfg = run.config
+    if not cfg.select_every or cfg.finetunes_unet:
+        return None
+    if cfg.select_by == "exemplars":
+        return ExemplarSelector(run, cfg.select_draws)
+    from . import judges
+
+    where = str(run.spec.root / "concept.toml")
+    if not run.select_by_given and judges.oracle_truth(run.spec, run.backbone.model_id, where) is None:
+        # the model's default (the toy model's): only where the oracle judges, never a silent BLIP-2 download
+        logger.info("%s: no [toyworld] table for the oracle, so the model's default --select-by look is off; pass "
+                    "--select-by look to judge by VQA on the concept's questions", where)
+        return None
+    judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where)
+    return LookSelector(run, judge, run.select_subjects(), cfg.select_images)

@@ -13,20 +13,30 @@ Each run has its own rows, optimizer, random streams, checkpoint and run folder,
 alone; fine-tuning baselines (dreambooth, custom-diffusion) change the UNet, so they train one at a time after
 the joint runs. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
 are skipped. With one folder, one method and one seed, `invert` (trainer.py) writes OUT itself.
+
+With `--select-by look` and several seeds, `keep_best` then copies each (concept, method)'s best-looking run to
+OUT/<concept folder>-<method>-best/: the run whose kept rows scored highest on the look (selection.py; the same
+subjects and noise for every seed, so the scores compare), without its checkpoint, plus best.json with every seed's
+score. Measured on the toy model: docs/inversion_quality.md (n), (o).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 from . import baselines
 from .config import InversionConfig
 from .errors import UserError
+from .atomic import atomic_dir, atomic_write_json
 from .formats import EMBEDS_FILE
 from .loop import train_runs
-from .trainer import build_run, check_inputs, load_training_backbone, open_run_folder
+from .trainer import CHECKPOINT_FILE, SELECTION_FILE, build_run, check_inputs, load_training_backbone, open_run_folder
 
 
 def run_name(concept_dir: str | Path, method: str, seed: int) -> str:
@@ -65,8 +75,49 @@ def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[
                 allow_pickle: bool = False, progress: bool = True) -> list[Path]:
     """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share)."""
     config = config or InversionConfig()
-    return invert_cells(_my_share(plan(concept_dirs, methods, seeds, out_root, config)), model=model, resume=resume,
-                        allow_pickle=allow_pickle, progress=progress)
+    cells = plan(concept_dirs, methods, seeds, out_root, config)
+    folders = invert_cells(_my_share(cells), model=model, resume=resume, allow_pickle=allow_pickle,
+                           progress=progress)
+    keep_best([out for _, _, out in cells])
+    return folders
+
+
+def best_seed(scores: dict[int, float]) -> int:
+    """The seed with the highest look score; ties go to the lower seed."""
+    return max(scores, key=lambda s: (scores[s], -s))
+
+
+def keep_best(folders: list[Path]) -> list[Path]:
+    """For each <concept>-<method> with several finished look-selected seeds (selection.json), copy the run whose
+    rows scored best (ties: the lower seed) to <concept>-<method>-best/ with best.json; returns the copies.
+    Groups with a run not finished yet (another process's share) are left for that process."""
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for folder in folders:
+        m = re.fullmatch(r"(.+)-s(-?\d+)", folder.name)
+        if m:
+            groups.setdefault(m.group(1), []).append((int(m.group(2)), folder))
+    written = []
+    for name, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        records = [(seed, f, f / SELECTION_FILE) for seed, f in sorted(runs)]
+        if not all(r.is_file() for _, _, r in records):
+            continue
+        scores = {seed: json.loads(r.read_text()) for seed, _, r in records}
+        if any(v.get("select_by") != "look" for v in scores.values()):
+            continue
+        seed = best_seed({s: v["score"] for s, v in scores.items()})
+        folder = dict(runs)[seed]
+        best = folder.parent / f"{name}-best"
+        with atomic_dir(best) as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CHECKPOINT_FILE,
+                                                                                          "tensorboard"))
+            atomic_write_json(tmp / "best.json", {"chosen": folder.name, "seed": seed,
+                                                  "scores": {f.name: scores[s] for s, f, _ in records}})
+        others = ", ".join(f"s{s} {scores[s]['score']:.2f}" for s, _, _ in records)
+        print(f"lego invert: kept {folder.name} as {best.name} (look score by seed: {others})", file=sys.stderr)
+        written.append(best)
+    return written
 
 
 def invert_cells(cells: list[tuple[Path, InversionConfig, Path]], model: str | None = None, resume: bool = False,

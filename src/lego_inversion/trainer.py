@@ -43,10 +43,11 @@ from .loop import lr_factor
 from .lexicon import check_words, with_context_words
 from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
 from .prompts import fill
-from .selection import Selector
+from .selection import make_selector
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
+SELECTION_FILE = "selection.json"  # select_every: which step's rows the results hold, and their score
 DEFAULT_VALIDATION_SUBJECTS = ["teddy bear"]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class InversionRun:
                  alias: str = ""):
         if config.learning_rate is None:  # the model's default; config.json records the value used
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
+        self.select_by_given = config.select_by is not None  # else the model's default (selection.make_selector)
         config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
             spec = with_context_words(spec, backbone)  # positives / negatives a concept leaves out, from WordNet
@@ -123,9 +125,8 @@ class InversionRun:
         self.loss_weights = min_snr_weights(backbone.noise_scheduler, config.snr_gamma).to(backbone.device) \
             if config.snr_gamma else None
         self.step = 0
-        # select_every: the best rows so far (the initializer's first), scored on fixed draws (selection.py)
-        self.selector = Selector(self, config.select_draws) if config.select_every and not config.finetunes_unet \
-            else None
+        # select_every: the best rows so far (the initializer's first), on the exemplars or by the look (selection.py)
+        self.selector = make_selector(self)
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -221,7 +222,8 @@ class InversionRun:
         return {"base_model": self.backbone.model_id, "backbone": self.backbone.kind, "method": self.config.method,
                 "config": self.config.to_dict(), "concept": self.spec.to_json(), "tokens": self.spec.tokens,
                 "subject_token": self.subject_token, "slots": [s.name for s in self.backbone.slots],
-                "step": self.step, "selected_step": self.selector.best_step if self.selector else None}
+                "step": self.step, "selected_step": self.selector.best_step if self.selector else None,
+                "selected_score": self.selector.best_score if self.selector else None}
 
     def concept_json(self) -> dict:
         spec = self.spec
@@ -237,14 +239,29 @@ class InversionRun:
                 "reference_images": spec.to_json()["reference_images"], "base_model": self.backbone.model_id,
                 "backbone": self.backbone.kind, "slots": [s.name for s in self.backbone.slots], "step": self.step}
 
-    def validation_prompts(self) -> list[str]:
-        """Prompts of the validation grid, with this run's tokens as the shared model knows them."""
-        subjects = self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS
+    def concept_prompts(self, subjects: list[str]) -> list[str]:
+        """The concept on each subject (the validation prompt, else the `with` prompt), with this run's tokens as
+        the shared model knows them."""
         template = self.spec.validation.get("prompt") or self.spec.prompts["with"]
         concept = " ".join(self.internal[t] for t in self.spec.tokens)
-        return [fill(template, {"subject": subjects[i % len(subjects)], "concept": concept},
-                     where=f"{self.spec.root / 'concept.toml'}: validation.prompt")
-                for i in range(self.config.validation_images)]
+        return [fill(template, {"subject": s, "concept": concept},
+                     where=f"{self.spec.root / 'concept.toml'}: validation.prompt") for s in subjects]
+
+    def validation_prompts(self) -> list[str]:
+        """Prompts of the validation grid: the concept on the validation subjects in turn."""
+        subjects = self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS
+        return self.concept_prompts([subjects[i % len(subjects)] for i in range(self.config.validation_images)])
+
+    def select_subjects(self) -> list[str]:
+        """select_by look: `select_subjects`, else the concept's validation subjects, without the exemplar's."""
+        given = [s.strip() for s in (self.config.select_subjects or "").split(",") if s.strip()]
+        subjects = given or list(self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
+        own = {str(self.spec.subject_init).lower(), str(self.spec.toyworld.get("subject", "")).lower()}
+        kept = [s for s in subjects if s.lower() not in own]
+        if not kept:
+            raise UserError(f"{self.spec.root / 'concept.toml'}: every select subject ({', '.join(subjects)}) is the "
+                            "exemplar's own; pass --select-subjects with other subjects")
+        return kept
 
     @torch.no_grad()
     def validate(self, writer=None) -> Path:
@@ -284,6 +301,10 @@ class InversionRun:
                      [s.name for s in self.backbone.slots], self.metadata())
         baselines.save(self)
         atomic_write_json(self.out_dir / CONCEPT_FILE, self.concept_json())
+        if self.selector is not None:
+            atomic_write_json(self.out_dir / SELECTION_FILE, {"select_by": self.config.select_by,
+                                                              "step": self.selector.best_step,
+                                                              "score": self.selector.best_score})
 
     @property
     def finished(self) -> bool:

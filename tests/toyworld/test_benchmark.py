@@ -370,3 +370,41 @@ def test_run_selection_picks_the_best_validation_score_and_breaks_ties_by_group_
     assert sel.select(val, [1, 0]) == 0
     assert sel.validation_targets({"subject": "cube"}) == ["pyramid", "heart"]
     assert not set(sel.VALIDATION_SUBJECTS) & {"ball", "star", "bear"}  # disjoint from the ablation's targets
+
+
+def test_checkpoint_selection_splits_readings_and_keeps_the_best_validation_step_by_hand(tmp_path):
+    """A sweep reading's predictions split into evaluation targets and validation subjects, each run's best
+    validation step (ties: the later) read on the evaluation targets, paired with the last step, by hand."""
+    import json
+
+    ck = _load("checkpoint_selection")
+    examples = tmp_path / "examples"
+    (examples / "melted_cube").mkdir(parents=True)
+    (examples / "melted_cube" / "concept.toml").write_text(
+        '[toyworld]\nsubject = "cube"\nappearance = "checkered"\nconcept = "melted"\nvariant = 1\ncount = 1\n')
+    hit, miss = _pred(), _pred(variant=0)
+    subjects = ["ball", "star", "cube", "heart"]  # the cube is the exemplar's: no images; 1 image per subject
+
+    def reading(step, seed, ball, star, heart):
+        preds = [ball | {"subject": "ball"}, star | {"subject": "star"}, heart | {"subject": "heart"}]
+        return {"concept": "melted_cube", "seed": seed, "step": step, "predictions": {"transfer": preds}}
+
+    # seed 0: validation (heart) hits at steps 0 and 100 (tie: 100 kept), where ball and star both hit;
+    # seed 1: the heart hits only at step 0, where the targets miss
+    plan = {(0, 0): (miss, miss, hit), (0, 100): (hit, hit, hit), (0, 200): (hit, miss, miss),
+            (1, 0): (miss, miss, hit), (1, 100): (hit, hit, miss), (1, 200): (hit, hit, miss)}
+    (tmp_path / "sweep" / "evals").mkdir(parents=True)
+    for (seed, step), (b, s, h) in plan.items():
+        (tmp_path / "sweep" / "evals" / f"base-melted_cube-lego-s{seed}-gNone-{step}.json").write_text(
+            json.dumps(reading(step, seed, b, s, h)))
+    r = ck.analyse(tmp_path / "sweep", examples, subjects, images=1)
+    assert r["last_step"] == 200 and r["picked_steps"] == {"melted_cube-s0": 100, "melted_cube-s1": 0}
+    assert r["last"]["success"] == pytest.approx((0.5 + 1.0) / 2)
+    # selected: seed 0 step 100 (1.0), seed 1 step 0 (0.0); differences +0.5 and −1.0
+    assert r["step_selected"]["success"] == pytest.approx(0.5)
+    assert r["step_selection_minus_last"]["success"][0] == pytest.approx(-0.25)
+    # over seeds and steps: the validation hits tie at 1.0 on (0, 0), (0, 100), (1, 0): the later step wins
+    assert r["per_concept"]["melted_cube"]["step"] == 100 and r["per_concept"]["melted_cube"]["seed"] == 0
+    bad = reading(200, 0, hit, hit, hit) | {"predictions": {"transfer": [hit]}}
+    with pytest.raises(SystemExit, match="1 transfer images, expected 3"):
+        ck.split_reading(bad, {"subject": "cube"}, subjects, 1)

@@ -145,3 +145,11 @@ def test_install_model_swaps_the_bundled_folder(pipe, tmp_path, monkeypatch, cap
     assert main(["toyworld", "install-model", str(export)]) == 0
     assert sorted(p.name for p in bundled.iterdir()) == sorted(p.name for p in export.iterdir() if p.name != "bert")
     assert sorted(p.name for p in bundled.parent.iterdir()) == ["model"]  # nothing left beside it
+
+
+def test_bundled_defaults_file_is_the_one_training_writes():
+    """`lego toyworld train` writes model.DEFAULTS as lego_inversion.json; the bundled file must be that dict, so a
+    retrained model keeps the measured defaults (hue views, look selection, ...)."""
+    from lego_inversion.toyworld.model import DEFAULTS
+
+    assert json.loads((BUNDLED_MODEL / "lego_inversion.json").read_text()) == DEFAULTS
