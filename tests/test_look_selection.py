@@ -132,7 +132,9 @@ def test_oracle_judge_counts_clean_hits_by_hand():
     assert judges.oracle_judge(truth)(images, targets) == by_hand
 
 
-def _finished(folder: Path, score: float | None, by: str = "look") -> Path:
+def _finished(folder: Path, score: float | None, by: str = "look"):
+    """A finished run folder <concept>-<method>-s<seed> and its (concept folder, config, run folder) cell."""
+    concept, method, seed = folder.name.rsplit("-", 2)
     folder.mkdir(parents=True)
     for name in ("learned_embeds.safetensors", "concept.json", "checkpoint.safetensors"):
         (folder / name).write_text(f"{folder.name} {name}")
@@ -140,7 +142,7 @@ def _finished(folder: Path, score: float | None, by: str = "look") -> Path:
     (folder / "validation" / "step_000006.png").write_text("grid")
     if score is not None:
         (folder / "selection.json").write_text(json.dumps({"select_by": by, "step": 2, "score": score}))
-    return folder
+    return folder.parent / "concepts" / concept, InversionConfig(method=method, seed=int(seed[1:])), folder
 
 
 def test_keep_best_copies_the_best_seed_without_its_checkpoint(tmp_path):
@@ -156,7 +158,7 @@ def test_keep_best_copies_the_best_seed_without_its_checkpoint(tmp_path):
     assert record["chosen"] == "melted-lego-s1" and record["seed"] == 1  # the tie with s2 goes to the lower seed
     assert record["scores"]["melted-lego-s0"]["score"] == 0.25 and len(record["scores"]) == 3
     # run again after s0 improves: the copy is replaced
-    (runs[0] / "selection.json").write_text(json.dumps({"select_by": "look", "step": 4, "score": 1.0}))
+    (runs[0][2] / "selection.json").write_text(json.dumps({"select_by": "look", "step": 4, "score": 1.0}))
     keep_best(runs)
     assert json.loads((best / "best.json").read_text())["chosen"] == "melted-lego-s0"
     assert not list(tmp_path.glob(".melted-lego-best*"))

@@ -16,7 +16,7 @@ oracle, or BLIP-2 yes/no VQA on the concept's questions); higher is better, and 
 Why: what a user wants is the look on *new* subjects, and training can carry rows off a look their initializer
 already draws (waving on the toy model, (g)) or end on an unlucky iterate ((m)). The noise does not depend on the
 run's seed, so runs of several seeds are scored on the same images' noise and their best scores compare
-(`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, trainer.keep_best).
+(`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, sweep.keep_best).
 
 The best rows, their score and step travel in the checkpoint, so a resumed run selects as an uninterrupted one.
 Only learned rows are kept: methods that fine-tune the UNet do not select.

@@ -25,23 +25,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from . import baselines
 from .config import InversionConfig
-from .errors import UserError
 from .atomic import atomic_dir, atomic_write_json
+from .errors import UserError
 from .formats import EMBEDS_FILE
 from .loop import train_runs
 from .trainer import CHECKPOINT_FILE, SELECTION_FILE, build_run, check_inputs, load_training_backbone, open_run_folder
 
 
-def run_name(concept_dir: str | Path, method: str, seed: int) -> str:
-    """The run folder's name under the sweep root: <concept folder>-<method>-s<seed>."""
-    return f"{Path(concept_dir).resolve().name}-{method}-s{seed}"
+def run_name(concept_dir: str | Path, method: str, seed: int | str) -> str:
+    """The run folder's name under the sweep root: <concept folder>-<method>-s<seed> (`keep_best`'s copy: seed
+    "best", <concept folder>-<method>-best)."""
+    tail = "best" if seed == "best" else f"s{seed}"
+    return f"{Path(concept_dir).resolve().name}-{method}-{tail}"
 
 
 def plan(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
@@ -78,7 +79,7 @@ def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[
     cells = plan(concept_dirs, methods, seeds, out_root, config)
     folders = invert_cells(_my_share(cells), model=model, resume=resume, allow_pickle=allow_pickle,
                            progress=progress)
-    keep_best([out for _, _, out in cells])
+    keep_best(cells)
     return folders
 
 
@@ -87,34 +88,30 @@ def best_seed(scores: dict[int, float]) -> int:
     return max(scores, key=lambda s: (scores[s], -s))
 
 
-def keep_best(folders: list[Path]) -> list[Path]:
-    """For each <concept>-<method> with several finished look-selected seeds (selection.json), copy the run whose
-    rows scored best (ties: the lower seed) to <concept>-<method>-best/ with best.json; returns the copies.
-    Groups with a run not finished yet (another process's share) are left for that process."""
-    groups: dict[str, list[tuple[int, Path]]] = {}
-    for folder in folders:
-        m = re.fullmatch(r"(.+)-s(-?\d+)", folder.name)
-        if m:
-            groups.setdefault(m.group(1), []).append((int(m.group(2)), folder))
+def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
+    """For each (concept folder, method) of `cells` with several seeds, all finished and look-selected
+    (selection.json), copy the run whose rows scored best (ties: the lower seed) beside them as
+    <concept folder>-<method>-best/ with best.json; returns the copies. A group with a run not finished yet
+    (another process's share) is left for that process."""
+    groups: dict[tuple[Path, str], dict[int, Path]] = {}
+    for concept, cfg, out in cells:
+        groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
     written = []
-    for name, runs in groups.items():
-        if len(runs) < 2:
+    for (concept, method), runs in groups.items():
+        if len(runs) < 2 or not all((f / SELECTION_FILE).is_file() for f in runs.values()):
             continue
-        records = [(seed, f, f / SELECTION_FILE) for seed, f in sorted(runs)]
-        if not all(r.is_file() for _, _, r in records):
+        records = {seed: json.loads((f / SELECTION_FILE).read_text()) for seed, f in sorted(runs.items())}
+        if any(r.get("select_by") != "look" for r in records.values()):
             continue
-        scores = {seed: json.loads(r.read_text()) for seed, _, r in records}
-        if any(v.get("select_by") != "look" for v in scores.values()):
-            continue
-        seed = best_seed({s: v["score"] for s, v in scores.items()})
-        folder = dict(runs)[seed]
-        best = folder.parent / f"{name}-best"
+        seed = best_seed({s: r["score"] for s, r in records.items()})
+        folder = runs[seed]
+        best = folder.parent / run_name(concept, method, "best")
         with atomic_dir(best) as tmp:
             shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CHECKPOINT_FILE,
                                                                                           "tensorboard"))
             atomic_write_json(tmp / "best.json", {"chosen": folder.name, "seed": seed,
-                                                  "scores": {f.name: scores[s] for s, f, _ in records}})
-        others = ", ".join(f"s{s} {scores[s]['score']:.2f}" for s, _, _ in records)
+                                                  "scores": {runs[s].name: r for s, r in records.items()}})
+        others = ", ".join(f"s{s} {r['score']:.2f}" for s, r in records.items())
         print(f"lego invert: kept {folder.name} as {best.name} (look score by seed: {others})", file=sys.stderr)
         written.append(best)
     return written
