@@ -110,7 +110,7 @@ def test_bundled_toy_model_sets_its_measured_defaults():
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (400, 0.5, 0.5, 0.01)
     assert cfg.hue_variants == 6
-    assert (cfg.select_every, cfg.select_by, cfg.select_subjects) == (100, "look", "cube,pyramid,heart")
+    assert (cfg.select_every, cfg.select_by, cfg.select_subjects) == (50, "look", "cube,pyramid,heart")
     assert InversionConfig().resolved({}).select_every == 0 and InversionConfig().resolved({}).select_by == "exemplars"
     assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
     assert InversionConfig().resolved({}).hue_variants == MODEL_DEFAULTS["hue_variants"] == 1
@@ -243,3 +243,46 @@ def test_hue_variants_reach_the_run(tiny_sd, concept_dir, tmp_path):
     assert not torch.allclose(three.with_set.mean[0, 2], three.with_set.mean[0, 0])
     assert json.loads((invert(concept_dir, tmp_path / "c", InversionConfig(hue_variants=2, **FAST), model=str(tiny_sd),
                               progress=False) / "config.json").read_text())["hue_variants"] == 2
+
+
+def test_subject_word_p_names_the_subject_in_words_on_a_fraction_of_concept_samples(tiny_sd, concept_dir, tmp_path):
+    """subject_word_p: those concept samples are captioned with the subject's initializer word, so <subj> gets no
+    gradient from them; the images drawn are the ones drawn without the lever (the with/ sample comes first), only
+    regrouped; the fraction drawn matches p."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    runs = {p: InversionRun(spec, backbone, InversionConfig(subject_word_p=p, **FAST), tmp_path / f"p{p}",
+                            alias=f"p{p}") for p in (0.0, 0.5, 1.0)}
+    assert runs[0.0].word_set is None
+    word = runs[1.0].word_set
+    tokens = " ".join(runs[1.0].internal[t] for t in spec.tokens)
+    assert word.captions[0] == [spec.caption(spec.with_images[0], "with", spec.subject_init, tokens)]
+    assert spec.subject_init in word.captions[0][0] and "<subj" not in word.captions[0][0]
+    assert word.mean is runs[1.0].with_set.mean  # the latents are shared, not encoded again
+    plain, all_words = runs[0.0].draw(), runs[1.0].draw()
+    assert [g[0] for g in all_words.groups] == [runs[1.0].without_set, word]
+    torch.testing.assert_close(all_words.latents[all_words.n_subject:], plain.latents[plain.n_subject:])
+    runs[1.0].losses()["loss_concept"].backward()
+    grad = runs[1.0].params["rows/text_encoder"].grad
+    assert grad[0].abs().sum() == 0 and grad[1].abs().sum() > 0   # <subj> silent, the concept learns
+    half = runs[0.5]
+    in_words = sum(d.groups[-1][1].numel() for d in (half.draw() for _ in range(200))
+                   if d.groups[-1][0] is half.word_set)
+    assert in_words / 400 == pytest.approx(0.5, abs=0.08)
+    for seed in range(40):  # a first draw whose first concept sample is the one in words: it must move last
+        cfgs = [InversionConfig(subject_word_p=p, seed=seed, **FAST) for p in (0.0, 0.5)]
+        plain_run, mixed_run = (InversionRun(spec, backbone, c, tmp_path / f"s{seed}{i}", alias=f"s{seed}{i}")
+                                for i, c in enumerate(cfgs))
+        replay = torch.Generator().manual_seed(seed)
+        torch.randint(len(plain_run.with_set), (2,), generator=replay), torch.rand(2, generator=replay)  # images, flips
+        if (torch.rand(2, generator=replay) < 0.5).tolist() == [True, False]:
+            break
+    plain, mixed = plain_run.draw(), mixed_run.draw()
+    assert [g[0] for g in mixed.groups[1:]] == [mixed_run.with_set, mixed_run.word_set]
+    n = plain.n_subject
+    torch.testing.assert_close(mixed.latents[n:], plain.latents[n:].flip(0))
+    torch.testing.assert_close(mixed.geometry[n:], plain.geometry[n:].flip(0))
+    with pytest.raises(UserError, match="subject_word_p"):
+        InversionConfig(subject_word_p=1.5)
+    with pytest.raises(ValueError, match="recaptioned"):
+        word.recaptioned(backbone, [["a"], ["b"], ["c"]][:len(word.captions) + 1] + [["x"]])

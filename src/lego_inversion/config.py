@@ -101,7 +101,7 @@ class InversionConfig:
         "is explained before the concept tokens start to learn; None: the model's (0)")
     select_every: int | None = option(
         None, "every K steps (and at step 0) score the learned rows (--select-by) and keep the best; the results "
-        "hold the best rows, not the last (docs/inversion_quality.md (g), (o)); 0: off, the last rows; None: the "
+        "hold the best rows, not the last (docs/inversion_quality.md (g), (o), (p)); 0: off, the last rows; None: the "
         "model's (0); methods that fine-tune the UNet never select")
     select_draws: int = option(16, "select_every with select_by exemplars: training batches in the fixed scoring set")
     select_by: str | None = option(
@@ -117,6 +117,9 @@ class InversionConfig:
     select_vqa_model: str = option("Salesforce/blip2-flan-t5-xl", "select_by look off the toy world: the BLIP-2 "
                                    "checkpoint that judges (a local folder or a cached hub id)")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
+    subject_word_p: float = option(
+        0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
+        "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
     seed: int = option(0, "random seed of the run", cli=False)
@@ -194,6 +197,8 @@ class InversionConfig:
             raise UserError("context_weight and weight_decay must be >= 0")
         if not self.temperature > 0:
             raise UserError(f"temperature must be positive, not {self.temperature}")
+        if not 0.0 <= self.subject_word_p <= 1.0:
+            raise UserError(f"subject_word_p must lie in [0, 1], not {self.subject_word_p}")
         if not 0.0 <= self.flip_p <= 1.0:
             raise UserError(f"flip_p must lie in [0, 1], not {self.flip_p}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):

@@ -21,6 +21,7 @@ bookkeeping needs no device sync) and `noise` (on the model's device: the latent
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,20 @@ class ExemplarSet:
         index = torch.tensor([[distinct.index(c) for c in o] for o in options])
         return cls(mean=mean, std=std, ids=backbone.tokenize(distinct), caption_index=index, captions=options,
                    geometry=geometry)
+
+    def recaptioned(self, backbone, captions: list[list[str]]) -> ExemplarSet:
+        """The same images (latents shared, not re-encoded) with other captions, alternative for alternative:
+        `captions[i][k]` replaces `self.captions[i][k]`, so a caption row drawn by `sample` means the same image and
+        alternative in both sets."""
+        if [len(c) for c in captions] != [len(c) for c in self.captions]:
+            raise ValueError("recaptioned: one caption per image and alternative, as in the set")
+        distinct: dict[int, str] = {}
+        for row, options in zip(self.caption_index.tolist(), captions):
+            for r, caption in zip(row, options):
+                if distinct.setdefault(r, caption) != caption:
+                    raise ValueError("recaptioned: two captions for one caption row")
+        ids = backbone.tokenize([distinct[r] for r in range(len(distinct))])
+        return dataclasses.replace(self, ids=ids, captions=[list(c) for c in captions])
 
     def __len__(self) -> int:
         return self.mean.shape[0]

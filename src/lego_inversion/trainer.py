@@ -9,7 +9,8 @@ One step (all methods, parts switched off by `config.method`):
     concept batch  (I_C,  "a photo of a <subj> that is <cpt>") -> L_inv  (Eq. 1)
     context loss   (each <cpt_i> vs its P_i, N_i)               -> λ·L_context (Eq. 2) [Context Loss only]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
-it enters the concept batch as a constant. Only the new rows are trained; the model is never modified.
+it enters the concept batch as a constant; with `subject_word_p` > 0 that fraction of the concept batch names
+the subject with its initializer word instead. Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
 one or many runs on one shared model are in `loop.py` (many folders/methods/seeds: `sweep.py`). Output folder:
@@ -103,6 +104,10 @@ class InversionRun:
                                                              variants) for p in spec.without_images],
             self.resolution, hues=config.hue_variants) \
             if self.subject_token else None
+        # subject_word_p: the with/ images again, captioned with the subject's word in place of <subj>
+        self.word_set = self.with_set.recaptioned(backbone, [
+            caption_variants(spec.caption(p, "with", spec.subject_init, concept_text), variants)
+            for p in spec.with_images]) if self.subject_token and config.subject_word_p > 0 else None
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
@@ -151,6 +156,12 @@ class InversionRun:
         latents, captions, geometry = self.with_set.sample(cfg.batch_size, g["choices"], g["noise"], cfg.flip_p)
         frozen = not cfg.subject_from_with and self.subject_token is not None
         groups = [(self.with_set, captions, frozen)]
+        if self.word_set is not None:  # these samples name the subject in words; they go last in the batch
+            word = torch.rand(len(captions), generator=g["choices"]) < cfg.subject_word_p
+            order = torch.cat([(~word).nonzero()[:, 0], word.nonzero()[:, 0]])
+            latents, geometry = latents[order.to(latents.device)], geometry[order]
+            groups = [group for group in [(self.with_set, captions[~word], frozen),
+                                           (self.word_set, captions[word], False)] if group[1].numel()]
         n_subject = 0
         if self.without_set is not None:
             subj_latents, subj_captions, subj_geometry = self.without_set.sample(
