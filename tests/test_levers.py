@@ -285,4 +285,4 @@ def test_subject_word_p_names_the_subject_in_words_on_a_fraction_of_concept_samp
     with pytest.raises(UserError, match="subject_word_p"):
         InversionConfig(subject_word_p=1.5)
     with pytest.raises(ValueError, match="recaptioned"):
-        word.recaptioned(backbone, [["a"], ["b"], ["c"]][:len(word.captions) + 1] + [["x"]])
+        word.recaptioned(backbone, word.captions + [["one image too many"]])

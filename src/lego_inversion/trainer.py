@@ -95,19 +95,19 @@ class InversionRun:
         self.resolution = config.resolution or backbone.resolution
         subject_text = self.internal[self.subject_token] if self.subject_token else spec.subject_init
         concept_text = " ".join(self.internal[t] for t in spec.tokens)
-        variants = config.caption_variants
-        self.with_set = ExemplarSet.build(
-            backbone, spec.with_images, [caption_variants(spec.caption(p, "with", subject_text, concept_text), variants)
-                                         for p in spec.with_images], self.resolution, hues=config.hue_variants)
-        self.without_set = ExemplarSet.build(
-            backbone, spec.without_images, [caption_variants(spec.caption(p, "without", subject_text, concept_text),
-                                                             variants) for p in spec.without_images],
-            self.resolution, hues=config.hue_variants) \
-            if self.subject_token else None
+
+        def captions(kind: str, subject: str) -> list[list[str]]:  # each image's caption and its rewordings
+            images = spec.with_images if kind == "with" else spec.without_images
+            return [caption_variants(spec.caption(p, kind, subject, concept_text), config.caption_variants)
+                    for p in images]
+
+        self.with_set = ExemplarSet.build(backbone, spec.with_images, captions("with", subject_text), self.resolution,
+                                          hues=config.hue_variants)
+        self.without_set = ExemplarSet.build(backbone, spec.without_images, captions("without", subject_text),
+                                             self.resolution, hues=config.hue_variants) if self.subject_token else None
         # subject_word_p: the with/ images again, captioned with the subject's word in place of <subj>
-        self.word_set = self.with_set.recaptioned(backbone, [
-            caption_variants(spec.caption(p, "with", spec.subject_init, concept_text), variants)
-            for p in spec.with_images]) if self.subject_token and config.subject_word_p > 0 else None
+        self.word_set = self.with_set.recaptioned(backbone, captions("with", spec.subject_init)) \
+            if self.subject_token and config.subject_word_p > 0 else None
         self.context_sets = self._context_sets() if config.use_context_loss else None
         ids = backbone.token_ids([self.internal[t] for t in self.tokens])
         self.params = {f"rows/{slot.name}": slot.ext.block(slot_ids) for slot, slot_ids in zip(backbone.slots, ids)}
