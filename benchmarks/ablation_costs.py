@@ -32,7 +32,8 @@ def probe_costs(example: Path, methods: list[str], args, cell_config) -> dict[st
     import torch
 
     from lego_inversion import baselines
-    from lego_inversion.trainer import build_run, load_training_backbone, open_run_folder
+    from lego_inversion.run_folder import open_run_folder
+    from lego_inversion.trainer import build_run, load_training_backbone
 
     backbone, costs = None, {}
     for method in methods:

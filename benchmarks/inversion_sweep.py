@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from lego_inversion.loop import joint_step
     from lego_inversion.toyworld.oracle import Oracle
     from lego_inversion.toyworld.training_data import described_prompt
-    from lego_inversion.trainer import build_run, load_training_backbone, open_run_folder
+    from lego_inversion.run_folder import open_run_folder
+    from lego_inversion.trainer import build_run, load_training_backbone
 
     out = Path(args.out)
     oracle = Oracle.load()

@@ -12,7 +12,8 @@ from concept_fixtures import CONCEPT_TOML, make_concept
 from lego_inversion.backbones import load_backbone
 from lego_inversion.config import InversionConfig
 from lego_inversion.loop import train_runs
-from lego_inversion.trainer import build_run, open_run_folder
+from lego_inversion.run_folder import open_run_folder
+from lego_inversion.trainer import build_run
 
 FAST = dict(steps=3, checkpoint_every=2, validation_steps=1, validation_images=1)
 

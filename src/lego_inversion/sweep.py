@@ -35,7 +35,8 @@ from .atomic import atomic_dir, atomic_write_json
 from .errors import UserError
 from .formats import EMBEDS_FILE
 from .loop import train_runs
-from .trainer import CHECKPOINT_FILE, SELECTION_FILE, build_run, check_inputs, load_training_backbone, open_run_folder
+from .run_folder import CHECKPOINT_FILE, SELECTION_FILE, check_inputs, open_run_folder
+from .trainer import build_run, load_training_backbone
 
 
 def run_name(concept_dir: str | Path, method: str, seed: int | str) -> str:

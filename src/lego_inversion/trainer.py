@@ -13,7 +13,8 @@ it enters the concept batch as a constant; with `subject_word_p` > 0 that fracti
 the subject with its initializer word instead. Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
-one or many runs on one shared model are in `loop.py` (many folders/methods/seeds: `sweep.py`). Output folder:
+one or many runs on one shared model are in `loop.py` (many folders/methods/seeds: `sweep.py`); the run folder's
+checks, creation and resume are in `run_folder.py`. Output folder:
 learned_embeds.safetensors, diffusers/, concept.json, config.json, checkpoint.safetensors, validation/, tensorboard/.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,6 @@ from .backbones.tokens import words_to_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .concept import ConceptSpec, load_concept
 from .config import InversionConfig
-from .documents import read_document
 from .errors import UserError
 from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
@@ -44,11 +43,10 @@ from .loop import lr_factor
 from .lexicon import check_words, with_context_words
 from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
 from .prompts import fill
+from .run_folder import (CHECKPOINT_FILE, SELECTION_FILE, check_inputs, check_resume, open_run_folder,
+                         prepare_out_dir)
 from .selection import make_selector
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "config.json"
-SELECTION_FILE = "selection.json"  # select_every: which step's rows the results hold, and their score
 DEFAULT_VALIDATION_SUBJECTS = ["teddy bear"]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 log = logging.getLogger(__name__)
@@ -328,73 +326,17 @@ class InversionRun:
         return self.out_dir
 
 
-# -- preparing a run folder -------------------------------------------------------------------------------------
-def _prepare_out_dir(out_dir: Path, resume: bool) -> InversionConfig | None:
-    """Check OUT_DIR before anything is written; returns the saved config of the run to resume, if any."""
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        if resume:
-            log.warning("%s holds no run to resume; starting a new one there", out_dir)
-        return None
-    if not resume:
-        raise UserError(f"{out_dir}: folder exists and is not empty; pass --resume to continue that run or "
-                        "choose a new --out")
-    saved = read_document(out_dir / CONFIG_FILE, missing="not a lego invert run; choose a new --out",
-                          fix="choose a new --out")
-    return InversionConfig.from_dict(saved)
-
-
-def _check_resume(out_dir: Path, previous: InversionConfig, run: InversionRun) -> None:
-    """A resumed run must be the same run: the same concept folder content and, apart from RESUMABLE fields,
-    the same settings (with the model's defaults resolved)."""
-    before = previous.resolved(run.backbone.inversion_defaults).to_dict()  # fields newer than the run: defaults
-    changed = [k for k, v in run.config.to_dict().items()
-               if k not in InversionConfig.RESUMABLE and before.get(k) != v]
-    if changed:
-        raise UserError(f"{out_dir / CONFIG_FILE}: --resume with different settings ({', '.join(changed)}); use "
-                        "the run's settings or a new --out")
-    if (out_dir / CONCEPT_FILE).is_file():
-        saved = read_document(out_dir / CONCEPT_FILE, fix="delete the run folder or choose a new --out")
-        if saved.get("fingerprint") not in (None, run.spec.fingerprint()):
-            raise UserError(f"{out_dir}: this run learned {saved.get('name')!r} from other images or another "
-                            f"concept.toml than {run.spec.root}; resume it with its own concept folder or "
-                            "choose a new --out")
-
-
-def check_inputs(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, resume: bool) -> None:
-    """What can be checked before the model loads: the concept folder, context words, OUT_DIR."""
-    load_concept(concept_dir, require_without=config.subject_separation)
-    if not resume:
-        _prepare_out_dir(Path(out_dir), resume=False)
-
-
 def build_run(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, backbone: Backbone,
               resume: bool = False, alias: str = "") -> tuple[InversionRun, InversionConfig | None]:
     """Validate a concept folder and OUT_DIR against the model and build the run; writes nothing. Returns the
     run and, when resuming, the saved config."""
     out_dir = Path(out_dir)
     spec = load_concept(concept_dir, require_without=config.subject_separation)
-    previous = _prepare_out_dir(out_dir, resume)
+    previous = prepare_out_dir(out_dir, resume)
     run = InversionRun(spec, backbone, config, out_dir, alias=alias)
     if previous is not None:
-        _check_resume(out_dir, previous, run)
+        check_resume(out_dir, previous, run)
     return run, previous
-
-
-def open_run_folder(run: InversionRun, previous: InversionConfig | None) -> None:
-    """Create OUT_DIR (config.json, concept.json) and restore its checkpoint when resuming."""
-    out_dir = run.out_dir
-    resuming = previous is not None and (out_dir / CHECKPOINT_FILE).is_file()
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / CONFIG_FILE, run.config.to_dict())
-        if resuming:
-            run.load_checkpoint()
-        atomic_write_json(out_dir / CONCEPT_FILE, run.concept_json())
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
 
 
 def load_training_backbone(model: str | None, config: InversionConfig, allow_pickle: bool = False) -> Backbone:
