@@ -120,21 +120,27 @@ def success_vs_geometry(runs: dict[int, Path], success: dict[int, float], table,
 
 def average_into(out: Path, runs: dict[int, Path], group: list[int]) -> Path:
     """A finished copy of run `group[0]` whose concept rows are the group's mean."""
+    first = runs[group[0]]
+    mean = {t: torch.stack([concept_rows(runs[s])[t] for s in group]).mean(0) for t in concept_rows(first)}
+    return rows_into(out, first, mean)
+
+
+def rows_into(out: Path, run: Path, rows: dict[str, torch.Tensor]) -> Path:
+    """A finished copy of `run` in `out/runs/` whose learned rows named in `rows` are replaced (the others, e.g.
+    `<subj>`, stay the run's own); the ablation generates from it without training."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from lego_inversion.atomic import atomic_dir
 
-    first = runs[group[0]]
-    mean = {t: torch.stack([concept_rows(runs[s])[t] for s in group]).mean(0) for t in concept_rows(first)}
-    target = out / "runs" / first.name
-    with safe_open(first / EMBEDS, "pt") as f:
+    target = out / "runs" / run.name
+    with safe_open(run / EMBEDS, "pt") as f:
         meta = f.metadata()
         own = {k: f.get_tensor(k) for k in f.keys()}
     with atomic_dir(target, replace=target.exists()) as tmp:
-        shutil.copytree(first, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tensorboard", "validation"))
-        rows = own | {t: v.reshape(own[t].shape).to(own[t].dtype) for t, v in mean.items()}
-        save_file(rows, tmp / EMBEDS, metadata=meta)
+        shutil.copytree(run, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tensorboard", "validation"))
+        save_file(own | {t: v.reshape(own[t].shape).to(own[t].dtype) for t, v in rows.items()}, tmp / EMBEDS,
+                  metadata=meta)
     return target
 
 

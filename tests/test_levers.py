@@ -286,3 +286,35 @@ def test_subject_word_p_names_the_subject_in_words_on_a_fraction_of_concept_samp
         InversionConfig(subject_word_p=1.5)
     with pytest.raises(ValueError, match="recaptioned"):
         word.recaptioned(backbone, word.captions + [["one image too many"]])
+
+
+def test_subject_frozen_p_holds_subj_constant_in_a_fraction_of_concept_samples(tiny_sd, concept_dir, tmp_path):
+    """subject_frozen_p: in those concept samples <subj> is a constant (no gradient through them), as in every
+    sample with --no-subject-from-with; the images are the ones drawn without the lever, only regrouped (samples
+    whose <subj> learns first); the fraction drawn matches p."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    runs = {p: InversionRun(spec, backbone, InversionConfig(subject_frozen_p=p, **FAST), tmp_path / f"f{p}",
+                            alias=f"f{p}") for p in (0.0, 0.5, 1.0)}
+    for p, learns in ((0.0, True), (1.0, False)):
+        runs[p].losses()["loss_concept"].backward()
+        grad = runs[p].params["rows/text_encoder"].grad
+        assert (grad[0].abs().sum() > 0) == learns and grad[1].abs().sum() > 0
+    assert [g[2] for g in runs[1.0].draw().groups] == [False, True]  # subject batch learns, concept batch constant
+    half = runs[0.5]
+    held = sum(g[1].numel() for d in (half.draw() for _ in range(200)) for g in d.groups[1:] if g[2])
+    assert held / 400 == pytest.approx(0.5, abs=0.08)
+    for seed in range(40):  # a first draw whose first concept sample is the constant one: it must move last
+        replay = torch.Generator().manual_seed(seed)
+        torch.randint(len(half.with_set), (2,), generator=replay), torch.rand(2, generator=replay)  # images, flips
+        if (torch.rand(2, generator=replay) < 0.5).tolist() == [True, False]:
+            break
+    plain_run, mixed_run = (InversionRun(spec, backbone, InversionConfig(subject_frozen_p=p, seed=seed, **FAST),
+                                         tmp_path / f"s{p}", alias=f"s{p}") for p in (0.0, 0.5))
+    plain, mixed = plain_run.draw(), mixed_run.draw()
+    assert [g[2] for g in mixed.groups[1:]] == [False, True]
+    n = plain.n_subject
+    torch.testing.assert_close(mixed.latents[n:], plain.latents[n:].flip(0))
+    torch.testing.assert_close(mixed.geometry[n:], plain.geometry[n:].flip(0))
+    with pytest.raises(UserError, match="subject_frozen_p"):
+        InversionConfig(subject_frozen_p=-0.1)

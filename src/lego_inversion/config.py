@@ -117,6 +117,9 @@ class InversionConfig:
     select_vqa_model: str = option("Salesforce/blip2-flan-t5-xl", "select_by look off the toy world: the BLIP-2 "
                                    "checkpoint that judges (a local folder or a cached hub id)")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
+    subject_frozen_p: float = option(
+        0.0, "Subject Separation: the fraction of concept-batch samples in which <subj> is a constant, so their look "
+        "must go into the concept tokens (between §4.3's 0 and --no-subject-from-with's 1)")
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
@@ -197,6 +200,8 @@ class InversionConfig:
             raise UserError("context_weight and weight_decay must be >= 0")
         if not self.temperature > 0:
             raise UserError(f"temperature must be positive, not {self.temperature}")
+        if not 0.0 <= self.subject_frozen_p <= 1.0:
+            raise UserError(f"subject_frozen_p must lie in [0, 1], not {self.subject_frozen_p}")
         if not 0.0 <= self.subject_word_p <= 1.0:
             raise UserError(f"subject_word_p must lie in [0, 1], not {self.subject_word_p}")
         if not 0.0 <= self.flip_p <= 1.0:

@@ -9,8 +9,9 @@ One step (all methods, parts switched off by `config.method`):
     concept batch  (I_C,  "a photo of a <subj> that is <cpt>") -> L_inv  (Eq. 1)
     context loss   (each <cpt_i> vs its P_i, N_i)               -> λ·L_context (Eq. 2) [Context Loss only]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
-it enters the concept batch as a constant; with `subject_word_p` > 0 that fraction of the concept batch names
-the subject with its initializer word instead. Only the new rows are trained; the model is never modified.
+it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch); with
+`subject_word_p` > 0 that fraction of the concept batch names the subject with its initializer word instead.
+Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
 one or many runs on one shared model are in `loop.py` (many folders/methods/seeds: `sweep.py`); the run folder's
@@ -154,11 +155,17 @@ class InversionRun:
         latents, captions, geometry = self.with_set.sample(cfg.batch_size, g["choices"], g["noise"], cfg.flip_p)
         frozen = not cfg.subject_from_with and self.subject_token is not None
         groups = [(self.with_set, captions, frozen)]
-        if self.word_set is not None:  # these samples name the subject in words; they go last in the batch
+        word = fixed = torch.zeros(len(captions), dtype=torch.bool)
+        if self.word_set is not None:  # these samples name the subject in words
             word = torch.rand(len(captions), generator=g["choices"]) < cfg.subject_word_p
-            order = torch.cat([(~word).nonzero()[:, 0], word.nonzero()[:, 0]])
+        if self.subject_token is not None and not frozen and cfg.subject_frozen_p > 0:  # <subj> a constant in these
+            fixed = ~word & (torch.rand(len(captions), generator=g["choices"]) < cfg.subject_frozen_p)
+        if word.any() or fixed.any():  # in the batch: <subj> learning, then <subj> constant, then the word
+            free = ~word & ~fixed
+            order = torch.cat([free.nonzero()[:, 0], fixed.nonzero()[:, 0], word.nonzero()[:, 0]])
             latents, geometry = latents[order.to(latents.device)], geometry[order]
-            groups = [group for group in [(self.with_set, captions[~word], frozen),
+            groups = [group for group in [(self.with_set, captions[free], frozen),
+                                           (self.with_set, captions[fixed], True),
                                            (self.word_set, captions[word], False)] if group[1].numel()]
         n_subject = 0
         if self.without_set is not None:

@@ -362,6 +362,37 @@ def test_seed_agreement_cosines_and_averages_by_hand(tmp_path):
     assert math.isnan(agree.spearman([1, 1, 1], [1, 2, 3]))
 
 
+def test_row_shrink_moves_concept_rows_toward_the_initializer_by_hand(tmp_path):
+    """init (1,0,0), row (3,2,0): α 0.5 gives (2,1,0) and α 1.5 gives (4,3,0); <subj> stays the run's own."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shrink = _load("row_shrink")
+    table = torch.stack([torch.zeros(3), torch.tensor([1.0, 0.0, 0.0])])
+
+    class Tokenizer:
+        unk_token_id = None
+
+        def __call__(self, word, add_special_tokens=False):
+            return {"input_ids": [{"ab": 1}[word]]}
+
+    run = tmp_path / "abl" / "runs" / "k-lego-s0"
+    run.mkdir(parents=True)
+    (run / "concept.json").write_text(json.dumps({"tokens": ["<ab>"]}))
+    save_file({"<ab>": torch.tensor([[3.0, 2.0, 0.0]]), "<subj>": torch.full((1, 3), 7.0)},
+              run / "learned_embeds.safetensors", metadata={"method": "lego"})
+    for alpha, want in ((0.5, [2.0, 1.0, 0.0]), (1.5, [4.0, 3.0, 0.0])):
+        rows = shrink.shrunk(run, alpha, Tokenizer(), table)
+        out = shrink.rows_into(tmp_path / f"a{alpha}", run, rows)
+        saved = load_file(str(out / "learned_embeds.safetensors"))
+        assert torch.allclose(saved["<ab>"], torch.tensor([want]))
+        assert torch.equal(saved["<subj>"], torch.full((1, 3), 7.0))
+    assert shrink.main([str(tmp_path / "abl"), "--alpha", "3", "--into", str(tmp_path / "x")]) == 2
+    assert shrink.main([str(tmp_path / "none"), "--alpha", "0.5", "--into", str(tmp_path / "x")]) == 2
+
+
 def test_run_selection_picks_the_best_validation_score_and_breaks_ties_by_group_order():
     sel = _load("run_selection")
     val = {0: {"clean": 0.5}, 3: {"clean": 0.75}, 6: {"clean": 0.75}, 1: {"clean": 0.0}}
