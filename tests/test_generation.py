@@ -103,6 +103,17 @@ def test_learned_rows_change_the_image(gen, tiny_sd, frozen_run):
     assert not np.array_equal(learned, reset)
 
 
+def test_a_negative_prompt_steers_the_guided_image_and_is_refused_where_guidance_is_off(gen):
+    """Same prompt and seed: the negative prompt changes the image under guidance; at guidance 1 the pipeline would
+    drop it without a word, so generation refuses it."""
+    def image(**kw):
+        return _pixels(gen.generate([BEAR], seeds=[3], num_inference_steps=2, progress=False, **kw)[0])
+
+    assert not np.array_equal(image(guidance_scale=5.0), image(guidance_scale=5.0, negative_prompt="a red ball"))
+    with pytest.raises(UserError, match="guidance scale 1"):
+        image(guidance_scale=1.0, negative_prompt="a red ball")
+
+
 def test_prompt_seed_mismatch(gen):
     with pytest.raises(UserError, match="one seed per prompt"):
         gen.generate(["a"], seeds=[1, 2])

@@ -56,7 +56,10 @@ def register(subparsers) -> None:
     g.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
     g.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's own)")
-    g.add_argument("--negative-prompt", default=None, help="(default: none)")
+    g.add_argument("--negative-prompt", default=None,
+                   help="what classifier-free guidance steers away from instead of the empty prompt; needs a "
+                        "guidance scale above 1, and the SD / SDXL pipelines (LDM-256 and the toy model have none) "
+                        "(default: none)")
     g.add_argument("--subject", default=None,
                    help="the target subject the prompts name (e.g. ball), recorded in images.jsonl (default: none)")
     g.add_argument("--about", action="append", default=[], metavar="NAME",

@@ -65,3 +65,24 @@ def test_inversion_generation_and_reload(tiny_ldm, tmp_path):
     guided = gen.generate(["a photo of a teddy bear that is {concept}"], seeds=[0], num_inference_steps=2,
                           guidance_scale=3.0, progress=False)  # classifier-free guidance path of the pipeline
     assert guided[0].size == (16, 16)
+
+
+def test_a_negative_prompt_fails_loudly_instead_of_being_ignored(tiny_ldm, tmp_path, capsys):
+    """LDMTextToImagePipeline guides against "" and swallows negative_prompt; `lego generate` says so, exit 2,
+    and writes nothing. The same prompt with and without it gives the same image, which is why it must not pass."""
+    from lego_inversion.cli import main
+
+    gen = load_generator(str(tiny_ldm), [])
+    latents = torch.randn(gen.backbone.latent_shape(1, 16), generator=torch.Generator().manual_seed(0))
+    call = dict(prompt=["a cube"], latents=latents, num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                **gen.backbone.pipeline_kwargs(16, 16))
+    plain = gen.backbone.pipe(**call).images
+    swallowed = gen.backbone.pipe(**call, negative_prompt=["a ball"]).images
+    assert (plain == swallowed).all()
+    out = tmp_path / "out"
+    capsys.readouterr()  # the loading bars of the pipeline above
+    assert main(["generate", "--prompt", "a cube", "--negative-prompt", "a ball", "--out", str(out),
+                 "--model", str(tiny_ldm), "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lego: error: --negative-prompt") and "\n" not in err and "Traceback" not in err
+    assert not out.exists()

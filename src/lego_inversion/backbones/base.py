@@ -67,6 +67,7 @@ class Backbone:
 
     kind = "base"
     default_guidance_scale = 7.5
+    negative_prompts = True  # the pipeline's __call__ takes negative_prompt
     # AdamW learning rate for the new rows when the config leaves it None: 5e-3 is the common Textual-Inversion
     # setting for CLIP text encoders; a model folder's lego_inversion.json can override it (the toy model's
     # 1e-2 was chosen by the toy-world sweep, docs/toyworld_benchmark.md)
@@ -219,7 +220,13 @@ class Backbone:
     def sample(self, prompts: list[str], latents: torch.Tensor, num_inference_steps: int = 50,
                guidance_scale: float | None = None, negative_prompt: str | None = None):
         """Generate with the pipeline's own `__call__` from given initial latents -> list of PIL images."""
+        if negative_prompt is not None and not self.negative_prompts:
+            raise UserError(f"--negative-prompt: the {self.kind} pipeline ({type(self.pipe).__name__}) guides "
+                            "against the empty prompt only and would ignore it; leave --negative-prompt out")
         guidance = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        if negative_prompt is not None and guidance <= 1:
+            raise UserError(f"--negative-prompt acts through classifier-free guidance, which is off at guidance scale "
+                            f"{guidance:g}; pass --guidance-scale above 1 or leave --negative-prompt out")
         scale = self.vae_scale_factor
         kwargs = self.pipeline_kwargs(latents.shape[-2] * scale, latents.shape[-1] * scale)
         if negative_prompt is not None:

@@ -19,6 +19,7 @@ LDM_MAX_LENGTH = 77  # hard-coded in LDMTextToImagePipeline.__call__
 class LDMBackbone(Backbone):
     kind = "ldm"
     default_guidance_scale = 1.0
+    negative_prompts = False  # its __call__ guides against "" and swallows a negative_prompt in **kwargs
 
     def __init__(self, pipe, model_id: str):
         slot = TextSlot("bert", pipe.tokenizer, pipe.bert, LDM_MAX_LENGTH)
