@@ -151,6 +151,7 @@ def _excite_settings(args):
 
 
 def run_invert(args) -> int:
+    from .formats import EMBEDS_FILE
     from .sweep import invert_many
     from .trainer import invert
 
@@ -159,6 +160,10 @@ def run_invert(args) -> int:
 
         quiet_progress_bars()
     config = from_arguments(InversionConfig, args, method=args.method[0], seed=args.seed[0])
+    if config.race_steps and len(set(args.seed)) < 2:
+        from .errors import UserError
+
+        raise UserError(f"--race {config.race_steps} races several seeds; give two or more --seed, or leave --race out")
     if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:
         out = invert(args.concept_dir[0], args.out, config, model=args.model, resume=args.resume,
                      allow_pickle=args.allow_pickle, progress=not args.no_progress)
@@ -167,7 +172,9 @@ def run_invert(args) -> int:
         return 0
     folders = invert_many(args.concept_dir, args.method, args.seed, args.out, config, model=args.model,
                           resume=args.resume, allow_pickle=args.allow_pickle, progress=not args.no_progress)
-    print(f"{len(folders)} runs written under {args.out}")
+    done = [f for f in folders if (f / EMBEDS_FILE).is_file()]
+    stopped = f" ({len(folders) - len(done)} stopped when they lost their race)" if len(done) < len(folders) else ""
+    print(f"{len(done)} run{'s' * (len(done) != 1)} written under {args.out}{stopped}")
     return 0
 
 

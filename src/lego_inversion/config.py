@@ -114,6 +114,11 @@ class InversionConfig:
         None, "select_by look: comma-separated subjects to judge the look on, never your final targets (the "
         "exemplar's own subject is left out); empty: the concept's [validation] subjects; None: the model's (empty)")
     select_images: int = option(4, "select_by look: images per select subject at each scoring")
+    race_steps: int = option(
+        0, "several --seed with --select-by look: every seed trains to step N, then only the one whose look score so "
+        "far is best (ties: the lower seed) trains on, per concept folder and method; the others stop there, "
+        "checkpointed, and OUT/<concept>-<method>-race.json records the race. N is a multiple of --select-every and "
+        "below --steps; 0: every seed trains to the end (docs/inversion_quality.md (t), (u))", flag="--race")
     select_vqa_model: str = option("Salesforce/blip2-flan-t5-xl", "select_by look off the toy world: the BLIP-2 "
                                    "checkpoint that judges (a local folder or a cached hub id)")
     subject_from_with: bool = option(True, "§4.3: <subj> learns from with/ images too (off: from without/ only)")
@@ -177,6 +182,8 @@ class InversionConfig:
                             f"and {self.select_draws}")
         if self.select_by is not None and self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {SELECT_BY}, not {self.select_by!r}")
+        if isinstance(self.race_steps, bool) or int(self.race_steps) < 0:
+            raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
         if self.select_images < 1:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.subject_warmup is not None and int(self.subject_warmup) < 0:

@@ -116,25 +116,34 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def train_runs(runs: list, progress: bool = True) -> None:
-    """Train every unfinished run to its `config.steps` with joint steps, then write each run's results.
+def train_runs(runs: list, progress: bool = True, pause_at: int | None = None) -> None:
+    """Train every unfinished run to its `config.steps` with joint steps, then write each run's results; with
+    `pause_at`, only to that step, checkpointed, without results (the first leg of a race: sweep.py).
 
     Runs may start at different steps (each resumed from its own checkpoint) and have different step counts;
-    a finished run drops out of the joint batch.
+    a run that reaches its end drops out of the joint batch.
     """
     from torch.utils.tensorboard import SummaryWriter
 
     if len(runs) > 1 and any(r.config.finetunes_unet for r in runs):
         raise ValueError("runs that fine-tune the UNet cannot share it with other runs; train them one at a time")
-    writers = {id(r): SummaryWriter(str(r.out_dir / "tensorboard"), purge_step=r.step or None) for r in runs}
-    total = sum(r.config.steps for r in runs)
+    # a resumed run drops the events logged after its checkpoint's step (those of the checkpoint's step are kept)
+    writers = {id(r): SummaryWriter(str(r.out_dir / "tensorboard"), purge_step=r.step + 1 if r.step else None)
+               for r in runs}
+    for run in runs:
+        if run.selector is not None and run.step == 0:  # the initializer's score, offered when the run was built
+            writers[id(run)].add_scalar("select/score", run.selector.best_score, 0)
+    def end(run) -> int:
+        return run.config.steps if pause_at is None else min(run.config.steps, pause_at)
+
+    total = sum(end(r) for r in runs)
     desc = f"lego invert ({runs[0].config.method})" if len(runs) == 1 else f"lego invert ({len(runs)} runs)"
-    bar = tqdm(total=total, initial=sum(min(r.step, r.config.steps) for r in runs), disable=not progress,
+    bar = tqdm(total=total, initial=sum(min(r.step, end(r)) for r in runs), disable=not progress,
                desc=desc, dynamic_ncols=True)
     try:
         with _deferred_interrupt() as interrupted:
             while True:
-                active = [r for r in runs if not r.finished]
+                active = [r for r in runs if r.step < end(r)]
                 if not active:
                     break
                 terms = joint_step(active)
@@ -147,8 +156,9 @@ def train_runs(runs: list, progress: bool = True) -> None:
                     raise KeyboardInterrupt
         for run in runs:
             run.save_checkpoint()
-            run.save_results()
-            run.validate(writers[id(run)])
+            if pause_at is None:
+                run.save_results()
+                run.validate(writers[id(run)])
     finally:
         bar.close()
         for writer in writers.values():

@@ -14,10 +14,17 @@ alone; fine-tuning baselines (dreambooth, custom-diffusion) change the UNet, so 
 the joint runs. `--resume` resumes every run from its own checkpoint (runs may stand at different steps); finished runs
 are skipped. With one folder, one method and one seed, `invert` (trainer.py) writes OUT itself.
 
+With `--race N` (`race_steps`), every (concept, method)'s seeds first train jointly to step N; then only the seed whose
+look score so far is best (ties: the lower seed) trains on, and the others stop there with their checkpoint.
+OUT/<concept folder>-<method>-race.json records each race's scores and winner before the winner goes on, so
+`--resume` continues the same race. Why: step 100's look score already picks most of what the full runs pick, at a
+fraction of their cost (docs/inversion_quality.md (t), (u)).
+
 With `--select-by look` and several seeds, `keep_best` then copies each (concept, method)'s best-looking run to
 OUT/<concept folder>-<method>-best/: the run whose kept rows scored highest on the look (selection.py; the same
-subjects and noise for every seed, so the scores compare), without its checkpoint, plus best.json with every seed's
-score. Measured on the toy model: docs/inversion_quality.md (n), (o).
+subjects and noise for every seed, so the scores compare), or the race's winner, without its checkpoint, plus
+best.json with every seed's score (and the race's record). Measured on the toy model:
+docs/inversion_quality.md (n), (o).
 """
 
 from __future__ import annotations
@@ -32,10 +39,12 @@ from pathlib import Path
 from . import baselines
 from .config import InversionConfig
 from .atomic import atomic_dir, atomic_write_json
+from .documents import read_document
 from .errors import UserError
 from .formats import EMBEDS_FILE
 from .loop import train_runs
 from .run_folder import CHECKPOINT_FILE, SELECTION_FILE, check_inputs, open_run_folder
+from .selection import LookSelector
 from .trainer import build_run, load_training_backbone
 
 
@@ -44,6 +53,11 @@ def run_name(concept_dir: str | Path, method: str, seed: int | str) -> str:
     "best", <concept folder>-<method>-best)."""
     tail = "best" if seed == "best" else f"s{seed}"
     return f"{Path(concept_dir).resolve().name}-{method}-{tail}"
+
+
+def race_file(run_dir: Path, concept_dir: str | Path, method: str) -> Path:
+    """The record of the race among a (concept folder, method)'s seeds, beside their run folders."""
+    return Path(run_dir).parent / f"{Path(concept_dir).resolve().name}-{method}-race.json"
 
 
 def plan(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
@@ -67,9 +81,13 @@ def _my_share(cells: list) -> list:
 
     import torch
 
+    # a race needs all of its seeds in one process
+    races: dict[Path, list] = {}
+    for concept, cfg, out in cells:
+        races.setdefault(race_file(out, concept, cfg.method) if cfg.race_steps else out, []).append((concept, cfg, out))
     state = PartialState(cpu=not torch.cuda.is_available())
-    with state.split_between_processes(cells) as mine:
-        return list(mine)
+    with state.split_between_processes(list(races.values())) as mine:
+        return [cell for unit in mine for cell in unit]
 
 
 def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
@@ -91,15 +109,21 @@ def best_seed(scores: dict[int, float]) -> int:
 
 def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
     """For each (concept folder, method) of `cells` with several seeds, all finished and look-selected
-    (selection.json), copy the run whose rows scored best (ties: the lower seed) beside them as
-    <concept folder>-<method>-best/ with best.json; returns the copies. A group with a run not finished yet
-    (another process's share) is left for that process."""
+    (selection.json), or with a race whose winner has finished, copy the run whose rows scored best (ties: the lower
+    seed), or the winner, beside them as <concept folder>-<method>-best/ with best.json; returns the copies. A group
+    with a run not finished yet (another process's share) is left for that process."""
     groups: dict[tuple[Path, str], dict[int, Path]] = {}
     for concept, cfg, out in cells:
         groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
     written = []
     for (concept, method), runs in groups.items():
-        if len(runs) < 2 or not all((f / SELECTION_FILE).is_file() for f in runs.values()):
+        record = race_file(next(iter(runs.values())), concept, method)
+        race = read_document(record, fix="delete it to race again") if record.is_file() else None
+        if race is not None:
+            if race.get("seed") not in runs:
+                continue
+            runs = {race["seed"]: runs[race["seed"]]}  # the only run of the race that trained to the end
+        if (len(runs) < 2 and race is None) or not all((f / SELECTION_FILE).is_file() for f in runs.values()):
             continue
         records = {seed: json.loads((f / SELECTION_FILE).read_text()) for seed, f in sorted(runs.items())}
         if any(r.get("select_by") != "look" for r in records.values()):
@@ -111,11 +135,65 @@ def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
             shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CHECKPOINT_FILE,
                                                                                           "tensorboard"))
             atomic_write_json(tmp / "best.json", {"chosen": folder.name, "seed": seed,
-                                                  "scores": {runs[s].name: r for s, r in records.items()}})
-        others = ", ".join(f"s{s} {r['score']:.2f}" for s, r in records.items())
-        print(f"lego invert: kept {folder.name} as {best.name} (look score by seed: {others})", file=sys.stderr)
+                                                  "scores": {runs[s].name: r for s, r in records.items()}}
+                              | ({"race": race} if race else {}))
+        if race:
+            why = f"won the race at step {race['at_step']}, then scored {records[seed]['score']:.2f}"
+        else:
+            why = "look score by seed: " + ", ".join(f"s{s} {r['score']:.2f}" for s, r in records.items())
+        print(f"lego invert: kept {folder.name} as {best.name} ({why})", file=sys.stderr)
         written.append(best)
     return written
+
+
+def race_groups(runs: list) -> dict[Path, list]:
+    """The runs with `race_steps`, by race (their race_file); a race that cannot be run is a UserError, raised
+    before any run folder is written."""
+    races: dict[Path, list] = {}
+    for run in runs:
+        cfg, n = run.config, run.config.race_steps
+        if not n:
+            continue
+        if not isinstance(run.selector, LookSelector):
+            raise UserError(f"--race {n}: {run.out_dir.name} does not select by look; pass --select-by look and "
+                            "--select-every (the toy model's defaults), or leave --race out")
+        if n % cfg.select_every or n >= cfg.steps:
+            raise UserError(f"--race {n}: must be a multiple of --select-every ({cfg.select_every}) and below "
+                            f"--steps ({cfg.steps})")
+        races.setdefault(race_file(run.out_dir, run.spec.root, cfg.method), []).append(run)
+    return races
+
+
+def run_races(races: dict[Path, list], progress: bool = True) -> set[int]:
+    """Every undecided race's first leg (its seeds trained jointly to `race_steps`, checkpointed), then its decision,
+    recorded before the winner goes on; returns the ids of the runs that stop (the races' losers)."""
+    undecided = {f: group for f, group in races.items() if not f.is_file()}
+    for f, group in undecided.items():
+        late = next((r for r in group if r.step > r.config.race_steps), None)
+        if late is not None:
+            raise UserError(f"{f}: missing, but {late.out_dir.name} is past step {late.config.race_steps}, so its "
+                            "race cannot be decided again; restore the file or choose a new --out")
+    for n in sorted({group[0].config.race_steps for group in undecided.values()}):
+        train_runs([r for group in undecided.values() if group[0].config.race_steps == n for r in group], progress,
+                   pause_at=n)
+    stopped = set()
+    for f, group in races.items():
+        if f in undecided:
+            scores = {r.config.seed: r.selector.best_score for r in group}
+            winner = next(r for r in group if r.config.seed == best_seed(scores))
+            atomic_write_json(f, {"at_step": winner.config.race_steps, "seed": winner.config.seed,
+                                  "winner": winner.out_dir.name,
+                                  "scores": {r.out_dir.name: {"step": r.selector.best_step,
+                                                              "score": r.selector.best_score} for r in group}})
+            others = ", ".join(f"s{r.config.seed} {r.selector.best_score:.2f}" for r in group)
+            print(f"lego invert: {winner.out_dir.name} won the race at step {winner.config.race_steps} and trains on "
+                  f"(look score so far: {others})", file=sys.stderr)
+        record = read_document(f, fix="delete it and the race's run folders, or choose a new --out")
+        if sorted(record.get("scores", {})) != sorted(r.out_dir.name for r in group):
+            raise UserError(f"{f}: a race among {', '.join(sorted(record.get('scores', {})))}, not these runs; "
+                            "resume with that race's --seed, or choose a new --out")
+        stopped |= {id(r) for r in group if r.out_dir.name != record.get("winner")}
+    return stopped
 
 
 def invert_cells(cells: list[tuple[Path, InversionConfig, Path]], model: str | None = None, resume: bool = False,
@@ -135,10 +213,13 @@ def invert_cells(cells: list[tuple[Path, InversionConfig, Path]], model: str | N
     backbone = load_training_backbone(model, base, allow_pickle=allow_pickle)
     joint = [(i, cell) for i, cell in enumerate(cells) if not cell[1].finetunes_unet]
     built = [build_run(concept, out, cfg, backbone, resume=resume, alias=str(i)) for i, (concept, cfg, out) in joint]
+    runs = [run for run, _ in built]
+    races = race_groups(runs)
     for run, previous in built:
         open_run_folder(run, previous)
-    runs = [run for run, _ in built]
     todo = [r for r in runs if not (r.finished and (r.out_dir / EMBEDS_FILE).is_file())]
+    stopped = run_races(races, progress=progress)
+    todo = [r for r in todo if id(r) not in stopped]
     if todo:
         train_runs(todo, progress=progress)
     for i, (concept, cfg, out) in enumerate(cells):  # UNet fine-tuning runs: one at a time on the shared model
