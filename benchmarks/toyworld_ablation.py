@@ -174,16 +174,23 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
         gen = load_generator(args.model, [run])
         prompts = with_prompts(data["prompts"]["with"], tgt, gen.expand_prompt("{concept}"),
                                where=f"{example / 'concept.toml'}: prompts.with")
-    seeds = [1000 * seed + i for i in range(len(prompts))]
-    images = gen.generate(prompts, seeds, num_inference_steps=args.sample_steps, batch_size=16, progress=False,
-                          guidance_scale=args.guidance, **excite)
+    images, metrics, preds = read_images(gen, prompts, tgt, truth, seed, args, oracle, **excite)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)
+    return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)), **metrics,
+            "n_images": len(preds), "predictions": preds} \
+        | ({"excite": sorted({w for ws in excite["excite"] for w in ws})} if excite else {})
+
+
+def read_images(gen, prompts: list[str], targets: list[str], truth: dict, seed: int, args, oracle, **kwargs):
+    """Generate a cell's images (image i from noise seed 1000·seed + i, the same for every method) and let the
+    oracle read them -> (images, mean metrics, predictions)."""
+    noise = [1000 * seed + i for i in range(len(prompts))]
+    images = gen.generate(prompts, noise, num_inference_steps=args.sample_steps, batch_size=16, progress=False,
+                          guidance_scale=args.guidance, **kwargs)
     preds = oracle.predict(images)
-    scores = [score(p, truth, t) for p, t in zip(preds, tgt)]
-    return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)),
-            **{m: float(np.mean([s[m] for s in scores])) for m in METRICS}, "n_images": len(scores),
-            "predictions": preds} | ({"excite": sorted({w for ws in excite["excite"] for w in ws})} if excite else {})
+    scores = [score(p, truth, t) for p, t in zip(preds, targets)]
+    return images, {m: float(np.mean([s[m] for s in scores])) for m in METRICS}, preds
 
 
 def excite_words(truth: dict, target: str) -> list[str]:

@@ -1,10 +1,12 @@
-"""`lego invert`, `lego generate`, `lego export`: argument parsing only; the work is in trainer/generation/formats.
+"""`lego invert`, `lego generate`, `lego export`, `lego average`: argument parsing only; the work is in
+trainer/generation/formats/averaging.
 
     lego invert CONCEPT_DIR [DIR ...] --out OUT [--model ID_OR_PATH] [--method M [M ...]] [--seed S [S ...]]
                 [--resume] [--steps N] [--lr LR] ...   (every InversionConfig field is a flag: config.py)
     lego generate --concept OUT_DIR [--concept OTHER] --prompt P --out DIR [--overwrite] [--model M] [--num-images N]
                   [--seed S] [--subject S] [--about NAME] [--attend-and-excite WORD [WORD ...]] [--no-progress] ...
     lego export OUT_DIR --format a1111|comfyui|kohya|diffusers [--out DIR_OR_FILE] [--include-subject]
+    lego average RUN_DIR RUN_DIR [...] --out DIR
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def register(subparsers) -> None:
                    help=dataclasses.fields(InversionConfig)[0].metadata["help"] + f" (default: {DEFAULTS.method})")
     p.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS.seed], help="random seed(s) (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue from each run's last checkpoint")
+    p.add_argument("--average-seeds", action="store_true",
+                   help="with several --seed: also write OUT/<concept>-<method>-mean/, the seeds' rows averaged "
+                        "token by token (averaging.py; docs/inversion_quality.md (v))")
     add_arguments(p, InversionConfig)
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt model weights (unsafe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -94,6 +99,14 @@ def register(subparsers) -> None:
     e.add_argument("--include-subject", action="store_true",
                    help="also export the <subj> token (as <name>-subject for a1111/comfyui/kohya)")
     e.set_defaults(func=run_export)
+
+    a = subparsers.add_parser(
+        "average", help="average the learned rows of several seeds of one concept",
+        description="Write the mean of several finished runs' learned rows (one concept, method and model; a "
+                    "uniform model soup, averaging.py) as a run folder that generate and export load.")
+    a.add_argument("run_dir", type=Path, nargs="+", help="finished `lego invert` run folders")
+    a.add_argument("--out", type=Path, required=True, help="the folder to write (replaced if it exists)")
+    a.set_defaults(func=run_average)
 
 
 def _add_excite_arguments(g) -> None:
@@ -164,6 +177,11 @@ def run_invert(args) -> int:
         from .errors import UserError
 
         raise UserError(f"--race {config.race_steps} races several seeds; give two or more --seed, or leave --race out")
+    if args.average_seeds and (len(set(args.seed)) < 2 or config.race_steps):
+        from .errors import UserError
+
+        raise UserError("--average-seeds averages every seed's rows: give two or more --seed, and no --race (whose "
+                        "losers stop early)")
     if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:
         out = invert(args.concept_dir[0], args.out, config, model=args.model, resume=args.resume,
                      allow_pickle=args.allow_pickle, progress=not args.no_progress)
@@ -171,7 +189,8 @@ def run_invert(args) -> int:
               f"{out / 'validation'}")
         return 0
     folders = invert_many(args.concept_dir, args.method, args.seed, args.out, config, model=args.model,
-                          resume=args.resume, allow_pickle=args.allow_pickle, progress=not args.no_progress)
+                          resume=args.resume, allow_pickle=args.allow_pickle, progress=not args.no_progress,
+                          average=args.average_seeds)
     done = [f for f in folders if (f / EMBEDS_FILE).is_file()]
     stopped = f" ({len(folders) - len(done)} stopped when they lost their race)" if len(done) < len(folders) else ""
     print(f"{len(done)} run{'s' * (len(done) != 1)} written under {args.out}{stopped}")
@@ -235,4 +254,12 @@ def run_export(args) -> int:
     written = export(load_learned(args.run_dir), args.format, args.out, include_subject=args.include_subject)
     for path in written:
         print(path)
+    return 0
+
+
+def run_average(args) -> int:
+    from .averaging import average_runs
+
+    out = average_runs(args.run_dir, args.out)
+    print(f"averaged rows of {len(args.run_dir)} runs written to {out / 'learned_embeds.safetensors'}")
     return 0

@@ -39,6 +39,7 @@ from pathlib import Path
 from . import baselines
 from .config import InversionConfig
 from .atomic import atomic_dir, atomic_write_json
+from .averaging import average_runs
 from .documents import read_document
 from .errors import UserError
 from .formats import EMBEDS_FILE
@@ -50,8 +51,8 @@ from .trainer import build_run, load_training_backbone
 
 def run_name(concept_dir: str | Path, method: str, seed: int | str) -> str:
     """The run folder's name under the sweep root: <concept folder>-<method>-s<seed> (`keep_best`'s copy: seed
-    "best", <concept folder>-<method>-best)."""
-    tail = "best" if seed == "best" else f"s{seed}"
+    "best", <concept folder>-<method>-best; `keep_average`'s: seed "mean")."""
+    tail = seed if seed in ("best", "mean") else f"s{seed}"
     return f"{Path(concept_dir).resolve().name}-{method}-{tail}"
 
 
@@ -92,13 +93,16 @@ def _my_share(cells: list) -> list:
 
 def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
                 config: InversionConfig | None = None, model: str | None = None, resume: bool = False,
-                allow_pickle: bool = False, progress: bool = True) -> list[Path]:
-    """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share)."""
+                allow_pickle: bool = False, progress: bool = True, average: bool = False) -> list[Path]:
+    """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share). With
+    `average`, also write each (concept, method)'s rows averaged over its seeds (`keep_average`)."""
     config = config or InversionConfig()
     cells = plan(concept_dirs, methods, seeds, out_root, config)
     folders = invert_cells(_my_share(cells), model=model, resume=resume, allow_pickle=allow_pickle,
                            progress=progress)
     keep_best(cells)
+    if average:
+        keep_average(cells)
     return folders
 
 
@@ -143,6 +147,26 @@ def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
             why = "look score by seed: " + ", ".join(f"s{s} {r['score']:.2f}" for s, r in records.items())
         print(f"lego invert: kept {folder.name} as {best.name} ({why})", file=sys.stderr)
         written.append(best)
+    return written
+
+
+def keep_average(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
+    """For each (concept folder, method) of `cells` with several seeds, all finished, write their rows' mean as
+    <concept folder>-<method>-mean/ (averaging.py); returns the folders. Methods that fine-tune the UNet are left
+    out, and so is a group with a run not finished yet (another process's share, or a race's loser)."""
+    groups: dict[tuple[Path, str], dict[int, Path]] = {}
+    for concept, cfg, out in cells:
+        if not cfg.finetunes_unet:
+            groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
+    written = []
+    for (concept, method), runs in groups.items():
+        folders = [runs[s] for s in sorted(runs)]
+        if len(folders) < 2 or not all((f / EMBEDS_FILE).is_file() for f in folders):
+            continue
+        mean = average_runs(folders, folders[0].parent / run_name(concept, method, "mean"))
+        print(f"lego invert: averaged the rows of {', '.join(f.name for f in folders)} into {mean.name}",
+              file=sys.stderr)
+        written.append(mean)
     return written
 
 
