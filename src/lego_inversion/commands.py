@@ -105,7 +105,9 @@ def register(subparsers) -> None:
         description="Write the mean of several finished runs' learned rows (one concept, method and model; a "
                     "uniform model soup, averaging.py) as a run folder that generate and export load.")
     a.add_argument("run_dir", type=Path, nargs="+", help="finished `lego invert` run folders")
-    a.add_argument("--out", type=Path, required=True, help="the folder to write (replaced if it exists)")
+    a.add_argument("--out", type=Path, required=True,
+                   help="the folder to write (an earlier average there is replaced; any other non-empty folder is "
+                        "refused)")
     a.set_defaults(func=run_average)
 
 
