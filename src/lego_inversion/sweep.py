@@ -17,8 +17,11 @@ are skipped. With one folder, one method and one seed, `invert` (trainer.py) wri
 With `--race N` (`race_steps`), every (concept, method)'s seeds first train jointly to step N; then only the seed whose
 look score so far is best (ties: the lower seed) trains on, and the others stop there with their checkpoint.
 OUT/<concept folder>-<method>-race.json records each race's scores and winner before the winner goes on, so
-`--resume` continues the same race. Why: step 100's look score already picks most of what the full runs pick, at a
-fraction of their cost (docs/inversion_quality.md (t), (u)).
+`--resume` continues the same race. It is opt-in: on the toy model, 5 seeds raced to step 100 cost 2× one run and, on
+fresh seeds, gained −0.00 / +0.03 concept success over it (docs/inversion_quality.md (t), (u)).
+
+With `--average-seeds`, `keep_average` writes each (concept, method)'s rows averaged over its seeds to
+OUT/<concept folder>-<method>-mean/ (averaging.py; docs/inversion_quality.md (v)).
 
 With `--select-by look` and several seeds, `keep_best` then copies each (concept, method)'s best-looking run to
 OUT/<concept folder>-<method>-best/: the run whose kept rows scored highest on the look (selection.py; the same
