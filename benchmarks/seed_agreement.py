@@ -120,9 +120,12 @@ def success_vs_geometry(runs: dict[int, Path], success: dict[int, float], table,
 
 def average_into(out: Path, runs: dict[int, Path], group: list[int]) -> Path:
     """A finished copy of run `group[0]` whose concept rows are the group's mean."""
+    from lego_inversion.averaging import mean_vectors
+    from lego_inversion.formats import load_learned
+
     first = runs[group[0]]
-    mean = {t: torch.stack([concept_rows(runs[s])[t] for s in group]).mean(0) for t in concept_rows(first)}
-    return rows_into(out, first, mean)
+    mean = mean_vectors([load_learned(runs[s]) for s in group], list(concept_rows(first)))
+    return rows_into(out, first, {t: vectors[0] for t, vectors in mean.items()})
 
 
 def rows_into(out: Path, run: Path, rows: dict[str, torch.Tensor]) -> Path:

@@ -9,8 +9,9 @@
 Runs of one concept and method start from the same initializer words and differ only in their seed, so their rows
 can be averaged token by token, on every text encoder. `--seed 0 1 2` otherwise asks a judge to pick one run
 (`--select-by look`, sweep.keep_best); the average needs no judge, so it also serves models where look selection is
-off. Measured on the toy model (docs/inversion_quality.md (v)): averaging 3 seeds' rows raised held-out concept
-success by +0.06 over one run, as much as keeping the best of the 3 by their look, and examples' by +0.03.
+off. Measured on the toy model (docs/inversion_quality.md (v); (m) at earlier defaults): averaging 3 seeds' rows
+raised held-out concept success by +0.06 over one run, as much as keeping the best of the 3 by their look, and
+examples' by +0.03.
 
 The runs must be finished `lego invert` runs of one concept (the same concept.json fingerprint), method, base model
 and tokens. Methods that fine-tune the UNet are refused: their UNet parts are not rows. The folder holds
@@ -28,9 +29,16 @@ import torch
 from .atomic import atomic_dir, atomic_write_json
 from .documents import read_document
 from .errors import UserError
-from .formats import CONCEPT_FILE, load_learned, save_learned
+from .formats import CONCEPT_FILE, LearnedConcept, load_learned, save_learned
 
 AVERAGE_FILE = "average.json"
+
+
+def mean_vectors(concepts: list[LearnedConcept], tokens: list[str]) -> dict[str, list[torch.Tensor]]:
+    """Each token's vectors (one per text encoder) averaged over `concepts`, in float32."""
+    return {t: [torch.stack([c.vectors[t][s].float() for c in concepts]).mean(0)
+                for s in range(len(concepts[0].slots))]
+            for t in tokens}
 
 
 def average_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
@@ -60,8 +68,7 @@ def average_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     if out_dir.resolve() in {d.resolve() for d in run_dirs} or (
             out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / AVERAGE_FILE).is_file()):
         raise UserError(f"{out_dir}: exists and is not an earlier average; choose a new --out")
-    vectors = {t: [torch.stack([c.vectors[t][s].float() for c in learned]).mean(0) for s in range(len(first.slots))]
-               for t in first.all_tokens}
+    vectors = mean_vectors(learned, first.all_tokens)
     names = [d.name for d in run_dirs]
     meta = first.meta | {"averaged_from": names, "step": None, "selected_step": None, "selected_score": None}
     with atomic_dir(out_dir) as tmp:
