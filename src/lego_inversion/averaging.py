@@ -29,6 +29,7 @@ import torch
 from .atomic import atomic_dir, atomic_write_json
 from .documents import read_document
 from .errors import UserError
+from .finetune import METHOD_FILES
 from .formats import CONCEPT_FILE, LearnedConcept, load_learned, save_learned
 
 AVERAGE_FILE = "average.json"
@@ -61,7 +62,7 @@ def average_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     if len(fingerprints) > 1:
         raise UserError(f"{', '.join(map(str, run_dirs))}: learned from different concept folders; average runs of "
                         "one concept")
-    if first.meta.get("method") in ("dreambooth", "custom-diffusion"):
+    if first.meta.get("method") in METHOD_FILES:
         raise UserError(f"{where}: {first.meta['method']} fine-tunes the UNet, whose parts are not averaged; average "
                         "runs of a method that learns rows only")
     out_dir = Path(out_dir)

@@ -166,6 +166,7 @@ def _excite_settings(args):
 
 
 def run_invert(args) -> int:
+    from .errors import UserError
     from .formats import EMBEDS_FILE
     from .sweep import invert_many
     from .trainer import invert
@@ -175,13 +176,10 @@ def run_invert(args) -> int:
 
         quiet_progress_bars()
     config = from_arguments(InversionConfig, args, method=args.method[0], seed=args.seed[0])
-    if config.race_steps and len(set(args.seed)) < 2:
-        from .errors import UserError
-
+    one_seed = len(set(args.seed)) < 2
+    if config.race_steps and one_seed:
         raise UserError(f"--race {config.race_steps} races several seeds; give two or more --seed, or leave --race out")
-    if args.average_seeds and (len(set(args.seed)) < 2 or config.race_steps):
-        from .errors import UserError
-
+    if args.average_seeds and (one_seed or config.race_steps):
         raise UserError("--average-seeds averages every seed's rows: give two or more --seed, and no --race (whose "
                         "losers stop early)")
     if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:

@@ -133,6 +133,7 @@ def train_runs(runs: list, progress: bool = True, pause_at: int | None = None) -
     for run in runs:
         if run.selector is not None and run.step == 0:  # the initializer's score, offered when the run was built
             writers[id(run)].add_scalar("select/score", run.selector.best_score, 0)
+
     def end(run) -> int:
         return run.config.steps if pause_at is None else min(run.config.steps, pause_at)
 

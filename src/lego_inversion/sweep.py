@@ -114,16 +114,21 @@ def best_seed(scores: dict[int, float]) -> int:
     return max(scores, key=lambda s: (scores[s], -s))
 
 
+def _seed_groups(cells: list[tuple[Path, InversionConfig, Path]]) -> dict[tuple[Path, str], dict[int, Path]]:
+    """(concept folder, method) -> {seed: run folder}."""
+    groups: dict[tuple[Path, str], dict[int, Path]] = {}
+    for concept, cfg, out in cells:
+        groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
+    return groups
+
+
 def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
     """For each (concept folder, method) of `cells` with several seeds, all finished and look-selected
     (selection.json), or with a race whose winner has finished, copy the run whose rows scored best (ties: the lower
     seed), or the winner, beside them as <concept folder>-<method>-best/ with best.json; returns the copies. A group
     with a run not finished yet (another process's share) is left for that process."""
-    groups: dict[tuple[Path, str], dict[int, Path]] = {}
-    for concept, cfg, out in cells:
-        groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
     written = []
-    for (concept, method), runs in groups.items():
+    for (concept, method), runs in _seed_groups(cells).items():
         record = race_file(next(iter(runs.values())), concept, method)
         race = read_document(record, fix="delete it to race again") if record.is_file() else None
         if race is not None:
@@ -157,12 +162,8 @@ def keep_average(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
     """For each (concept folder, method) of `cells` with several seeds, all finished, write their rows' mean as
     <concept folder>-<method>-mean/ (averaging.py); returns the folders. Methods that fine-tune the UNet are left
     out, and so is a group with a run not finished yet (another process's share, or a race's loser)."""
-    groups: dict[tuple[Path, str], dict[int, Path]] = {}
-    for concept, cfg, out in cells:
-        if not cfg.finetunes_unet:
-            groups.setdefault((Path(concept), cfg.method), {})[cfg.seed] = Path(out)
     written = []
-    for (concept, method), runs in groups.items():
+    for (concept, method), runs in _seed_groups([c for c in cells if not c[1].finetunes_unet]).items():
         folders = [runs[s] for s in sorted(runs)]
         if len(folders) < 2 or not all((f / EMBEDS_FILE).is_file() for f in folders):
             continue
