@@ -1,10 +1,11 @@
-"""Learned rows averaged over seeds: a uniform "model soup" (Wortsman et al., ICML 2022) of one concept's runs.
+"""Learned rows averaged over seeds (a uniform "model soup", Wortsman et al., ICML 2022), or over one run's steps.
 
     lego invert examples/melted_cube --seed 0 1 2 --average-seeds --out runs/melted3   # + melted_cube-lego-mean/
     lego average runs/melted3/melted_cube-lego-s0 runs/melted3/melted_cube-lego-s1 --out runs/melted-mean
 
     from lego_inversion.averaging import average_runs
     average_runs(["runs/a-s0", "runs/a-s1"], "runs/a-mean")   # -> the folder, loadable like any run's
+    ema = StepAverage(run.params, decay=0.99); ema.update(run.params)  # each step (`ema_decay`, trainer.py)
 
 Runs of one concept and method start from the same initializer words and differ only in their seed, so their rows
 can be averaged token by token, on every text encoder. `--seed 0 1 2` otherwise asks a judge to pick one run
@@ -21,7 +22,9 @@ average.json (the runs averaged). It is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -80,3 +83,42 @@ def average_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         atomic_write_json(tmp / AVERAGE_FILE, {"runs": names, "seeds": [c.meta.get("config", {}).get("seed")
                                                                         for c in learned]})
     return out_dir
+
+
+class StepAverage:
+    """An exponential moving average of one run's rows over its steps (Polyak averaging; `ema_decay`).
+
+    Bias-corrected as Adam's moments: after t updates with iterates x_1 … x_t the average is
+    Σ_k (1 - d) d^(t-k) x_k / (1 - d^t), the last 1/(1 - d) steps weighing most; before the first update it is the
+    rows themselves. The seeds' average gains because their rows scatter about a shared direction ((v)); one run's
+    last iterates scatter too, since late steps are almost all noise (docs/inversion_quality.md (g)).
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], decay: float):
+        self.decay = decay
+        self.state = {f"ema/{k}": torch.zeros_like(p.detach()) for k, p in params.items()}  # Σ_k (1-d) d^(t-k) x_k
+
+    @torch.no_grad()
+    def update(self, params: dict[str, torch.Tensor]) -> None:
+        for k, p in params.items():
+            self.state[f"ema/{k}"].lerp_(p.detach(), 1.0 - self.decay)
+
+    def average(self, key: str, step: int) -> torch.Tensor:
+        return self.state[f"ema/{key}"] / (1.0 - self.decay ** step)
+
+    @contextlib.contextmanager
+    def applied(self, params: dict[str, torch.Tensor], step: int) -> Iterator[None]:
+        """The average in place of `params` inside the block (`step`: updates so far), the rows after it."""
+        if step == 0:
+            yield
+            return
+        saved = {k: p.detach().clone() for k, p in params.items()}
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(self.average(k, step))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(saved[k])

@@ -29,7 +29,7 @@ SELECT_BY = ("exemplars", "look")
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
-                  "select_by": "exemplars", "select_subjects": ""}
+                  "select_by": "exemplars", "select_subjects": "", "ema_decay": 0.0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -103,6 +103,10 @@ class InversionConfig:
         None, "every K steps (and at step 0) score the learned rows (--select-by) and keep the best; the results "
         "hold the best rows, not the last (docs/inversion_quality.md (g), (o), (p)); 0: off, the last rows; None: the "
         "model's (0); methods that fine-tune the UNet never select")
+    ema_decay: float | None = option(
+        None, "average the learned rows over the steps, exponentially with this decay d (Polyak averaging, "
+        "bias-corrected as Adam's moments; the last 1/(1-d) steps weigh most): --select-every scores the average, "
+        "and the results hold it, not the last iterate; 0: off; None: the model's (0)")
     select_draws: int = option(16, "select_every with select_by exemplars: training batches in the fixed scoring set")
     select_by: str | None = option(
         None, "select_every: what scores the rows: `exemplars` (the denoising loss on fixed draws of the run's own "
@@ -182,6 +186,10 @@ class InversionConfig:
                             f"and {self.select_draws}")
         if self.select_by is not None and self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {SELECT_BY}, not {self.select_by!r}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must lie in [0, 1) (0: off), not {self.ema_decay}")
+        if self.ema_decay and self.finetunes_unet:
+            raise UserError(f"ema_decay averages learned rows only; {self.method} fine-tunes the UNet: leave it 0")
         if isinstance(self.race_steps, bool) or int(self.race_steps) < 0:
             raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
         if self.select_images < 1:

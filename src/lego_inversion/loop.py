@@ -177,11 +177,13 @@ def _after_step(run, terms: dict[str, torch.Tensor], writer, bar) -> None:
             writer.add_scalar(f"train/{k}", v, run.step)
         writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
     if run.selector is not None and (run.step % cfg.select_every == 0 or run.finished):
-        writer.add_scalar("select/score", run.selector.offer(run), run.step)  # the curve behind the kept step
+        with run.kept_rows():
+            writer.add_scalar("select/score", run.selector.offer(run), run.step)  # the curve behind the kept step
     if run.step % cfg.checkpoint_every == 0:
         run.save_checkpoint()
     if cfg.validate_every and run.step % cfg.validate_every == 0 and not run.finished:
-        run.validate(writer)
+        with run.kept_rows():
+            run.validate(writer)
 
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:

@@ -31,6 +31,7 @@ import torch
 
 from . import baselines
 from .atomic import atomic_save_image, atomic_write_json
+from .averaging import StepAverage
 from .backbones import Backbone, load_backbone
 from .backbones.tokens import words_to_rows
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -129,6 +130,7 @@ class InversionRun:
         self.loss_weights = min_snr_weights(backbone.noise_scheduler, config.snr_gamma).to(backbone.device) \
             if config.snr_gamma else None
         self.step = 0
+        self.ema = StepAverage(self.params, config.ema_decay) if config.ema_decay else None
         # select_every: the best rows so far (the initializer's first), on the exemplars or by the look (selection.py)
         self.selector = make_selector(self)
 
@@ -217,9 +219,16 @@ class InversionRun:
             for key, limit in self.max_norms.items():
                 rows = self.params[key]
                 rows.mul_((limit / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
+        if self.ema is not None:
+            self.ema.update(self.params)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+
+    def kept_rows(self):
+        """A block in which the rows are the ones selection scores and the results keep: the step average
+        (`ema_decay`), else the current rows."""
+        return self.ema.applied(self.params, self.step) if self.ema is not None else contextlib.nullcontext()
 
     def losses(self) -> dict[str, torch.Tensor]:
         """Loss terms of one fresh draw, with their graph (no update): what a step would back-propagate."""
@@ -298,8 +307,8 @@ class InversionRun:
 
     @property
     def checkpointed(self) -> dict[str, torch.Tensor]:
-        """The tensors a checkpoint holds besides the optimizer's: the rows, and the selector's best rows."""
-        return self.params | (self.selector.state if self.selector else {})
+        """The tensors a checkpoint holds besides the optimizer's: the rows, the selector's best rows, the average."""
+        return self.params | (self.selector.state if self.selector else {}) | (self.ema.state if self.ema else {})
 
     def save_checkpoint(self) -> None:
         save_checkpoint(self.out_dir / CHECKPOINT_FILE, self.step, self.checkpointed, self.optimizer, self.scheduler,
@@ -312,6 +321,10 @@ class InversionRun:
     def save_results(self) -> None:
         if self.selector is not None:  # the best rows, not the last
             self.selector.restore(self)
+        elif self.ema is not None:
+            with torch.no_grad():
+                for key, p in self.params.items():
+                    p.copy_(self.ema.average(key, self.step))
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())
