@@ -34,6 +34,10 @@ def test_invert_generate_export_end_to_end(tiny_sd, tmp_path, capsys):
     (lambda c, o, m: ["invert", str(c), "--out", str(o), "--model", m, "--steps", "0"], "steps must be at least 1"),
     (lambda c, o, m: ["invert", str(c), "--out", str(o), "--model", str(c)], "not a diffusers pipeline folder"),
     (lambda c, o, m: ["generate", "--concept", str(c), "--prompt", "x", "--out", str(o)], "no learned_embeds"),
+    (lambda c, o, m: ["invert", str(c), "--out", str(o), "--ema-decay", "1"], "ema_decay must lie in [0, 1)"),
+    (lambda c, o, m: ["invert", str(c), "--out", str(o), "--ema-decay", "-0.5"], "ema_decay must lie in [0, 1)"),
+    (lambda c, o, m: ["invert", str(c), "--out", str(o), "--ema-decay", "0.9", "--method", "dreambooth"],
+     "dreambooth fine-tunes the UNet"),
 ])
 def test_bad_input_exit_code_2_one_line_nothing_written(tiny_sd, tmp_path, capsys, args, message):
     concept = make_concept(tmp_path / "melted")
