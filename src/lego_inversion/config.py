@@ -106,7 +106,7 @@ class InversionConfig:
     ema_decay: float | None = option(
         None, "average the learned rows over the steps, exponentially with this decay d (Polyak averaging, "
         "bias-corrected as Adam's moments; the last 1/(1-d) steps weigh most): --select-every scores the average, "
-        "and the results hold it, not the last iterate; 0: off; None: the model's (0)")
+        "and the results hold it, not the last iterate (docs/inversion_quality.md (w)); 0: off; None: the model's (0)")
     select_draws: int = option(16, "select_every with select_by exemplars: training batches in the fixed scoring set")
     select_by: str | None = option(
         None, "select_every: what scores the rows: `exemplars` (the denoising loss on fixed draws of the run's own "
