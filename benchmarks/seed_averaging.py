@@ -3,13 +3,15 @@
     PYTHONPATH=src python3 benchmarks/seed_averaging.py runs/curves_ex runs/curves9_ex --groups 0,1,2 3,4,5 6,7,8 \
         --out runs/avg3_ex                                          # and _ho with --examples benchmarks/heldout
     PYTHONPATH=src python3 benchmarks/seed_averaging.py runs/fresh_ex --groups 9,10,11,12,13 --out runs/avg5_ex
+    PYTHONPATH=src python3 benchmarks/seed_averaging.py runs/fresh_ex --groups 9,10,11,12,13 --top 3 --out runs/top3_ex
 
 For every concept of toyworld_ablation.py output folders and every group of seeds, `lego_inversion.averaging`
 averages the group's kept rows (what `lego invert --seed ... --average-seeds` writes as <concept>-<method>-mean/).
 The average is generated once with each member seed's evaluation noise (the ablation's targets and noise:
 toyworld_ablation.read_images) and read by the oracle, so each reading pairs with that seed's own cell. Against:
 one run (the members' cells) and the best-looking member (the highest kept look score in selection.json, ties to the
-lower seed, as `keep_best`; its cell). Intervals: 95 % bootstrap over concepts of the paired difference from one run.
+lower seed, as `keep_best`; its cell). With `--top K` only the group's K best-looking members are averaged.
+Intervals: 95 % bootstrap over concepts of the paired difference from one run.
 Results: OUT/results.json; each average folder is kept under OUT/averages/.
 """
 
@@ -38,6 +40,9 @@ def main() -> None:
     ap.add_argument("--examples", type=Path, default=ROOT / "examples", help="the concept folders of the runs")
     ap.add_argument("--groups", nargs="+", required=True, help="seed groups to average, e.g. 0,1,2 3,4,5")
     ap.add_argument("--method", default="lego")
+    ap.add_argument("--top", type=int, default=0,
+                    help="average only the K best-looking members of each group (kept look score, ties to the lower "
+                         "seed), still read with every member's noise; 0: all members")
     ap.add_argument("--images", type=int, default=6, help="images per target subject (as the ablation)")
     ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])
     ap.add_argument("--sample-steps", type=int, default=25)
@@ -45,6 +50,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.top == 1 or args.top < 0:
+        ap.error("--top takes 0 (all) or at least 2 members")
 
     import torch
 
@@ -66,13 +73,14 @@ def main() -> None:
         truth = data["toyworld"]
         targets = [t for t in args.targets if t != truth["subject"] for _ in range(args.images)]
         for group in groups:
-            folder = average_runs([runs[(concept, s)] for s in group],
-                                  args.out / "averages" / f"{concept}-{'-'.join(map(str, group))}")
+            looks = {s: json.loads((runs[(concept, s)] / "selection.json").read_text())["score"] for s in group}
+            members = sorted(group, key=lambda s: (-looks[s], s))[:args.top] if args.top else group
+            folder = average_runs([runs[(concept, s)] for s in sorted(members)],
+                                  args.out / "averages" / f"{concept}-{'-'.join(map(str, sorted(members)))}")
             gen = load_generator(None, [folder])
             prompts = with_prompts(data["prompts"]["with"], targets, gen.expand_prompt("{concept}"), where=concept)
             for seed in group:
                 readings[f"{concept}-{seed}"] = read_images(gen, prompts, targets, truth, seed, args, oracle)[1]
-            looks = {s: json.loads((runs[(concept, s)] / "selection.json").read_text())["score"] for s in group}
             best = cells[(concept, best_seed(looks))]
             for m in METRICS:
                 rows[m]["average"].append(np.mean([readings[f"{concept}-{s}"][m] for s in group]))
