@@ -58,7 +58,7 @@ def main() -> None:
     from lego_inversion.atomic import atomic_write_json
     from lego_inversion.averaging import average_runs
     from lego_inversion.generation import load_generator
-    from lego_inversion.sweep import best_seed
+    from lego_inversion.sweep import best_seed, best_seeds
     from lego_inversion.toyworld.oracle import Oracle
 
     torch.set_num_threads(args.threads)
@@ -74,9 +74,9 @@ def main() -> None:
         targets = [t for t in args.targets if t != truth["subject"] for _ in range(args.images)]
         for group in groups:
             looks = {s: json.loads((runs[(concept, s)] / "selection.json").read_text())["score"] for s in group}
-            members = sorted(group, key=lambda s: (-looks[s], s))[:args.top] if args.top else group
-            folder = average_runs([runs[(concept, s)] for s in sorted(members)],
-                                  args.out / "averages" / f"{concept}-{'-'.join(map(str, sorted(members)))}")
+            members = sorted(best_seeds(looks, args.top)) if args.top else group  # as --average-seeds K
+            folder = average_runs([runs[(concept, s)] for s in members],
+                                  args.out / "averages" / f"{concept}-{'-'.join(map(str, members))}")
             gen = load_generator(None, [folder])
             prompts = with_prompts(data["prompts"]["with"], targets, gen.expand_prompt("{concept}"), where=concept)
             for seed in group:

@@ -16,6 +16,7 @@ from lego_inversion.config import InversionConfig
 from lego_inversion.errors import UserError
 from lego_inversion.generation import load_generator
 from lego_inversion.sweep import invert_many
+from test_racing import LOOK, change_judge  # noqa: F401  (a fixture)
 
 FAST = dict(steps=2, checkpoint_every=2, validation_steps=1, validation_images=1)
 
@@ -82,8 +83,36 @@ def test_cli_average_and_its_bad_input(sweep, tmp_path, capsys):
     for args in (["average", str(runs / "melted-lego-s0"), "--out", str(tmp_path / "bad")],
                  ["invert", str(concept), "--seed", "0", "--average-seeds", "--out", str(tmp_path / "bad")],
                  ["invert", str(concept), "--seed", "0", "1", "--race", "2", "--average-seeds", "--out",
-                  str(tmp_path / "bad")]):
+                  str(tmp_path / "bad")],
+                 ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "3", "--out", str(tmp_path / "bad")],
+                 ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "1", "--out", str(tmp_path / "bad")]):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("lego: error:") and "\n" not in err
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.usefixtures("change_judge")
+def test_average_of_the_best_looking_seeds(tiny_sd, tmp_path):
+    """--average-seeds K: the mean of the K seeds with the highest kept look scores, by hand from selection.json."""
+    concept = make_concept(tmp_path / "melted")
+    runs = tmp_path / "runs"
+    invert_many([concept], ["lego"], [0, 1, 2], runs, InversionConfig(**LOOK), model=str(tiny_sd), progress=False,
+                average=True, top=2)
+    scores = {s: json.loads((runs / f"melted-lego-s{s}" / "selection.json").read_text())["score"] for s in (0, 1, 2)}
+    assert len(set(scores.values())) == 3  # the judge tells the seeds apart, so the choice is not a tie-break
+    kept = sorted(sorted(scores, key=lambda s: -scores[s])[:2])
+    assert json.loads((runs / "melted-lego-mean" / "average.json").read_text())["seeds"] == kept
+    mean = load_file(runs / "melted-lego-mean" / "learned_embeds.safetensors")
+    a, b = (load_file(runs / f"melted-lego-s{s}" / "learned_embeds.safetensors") for s in kept)
+    for token in ("<subj>", "<melted>"):
+        torch.testing.assert_close(mean[token].double(), (a[token].double() + b[token].double()) / 2, rtol=0,
+                                   atol=1e-6)
+
+
+def test_average_of_the_best_needs_look_scores(tiny_sd, tmp_path):
+    concept = make_concept(tmp_path / "melted")
+    with pytest.raises(UserError, match="ranks the seeds by their look score"):
+        invert_many([concept], ["lego"], [0, 1], tmp_path / "runs", InversionConfig(**FAST), model=str(tiny_sd),
+                    progress=False, average=True, top=2)
+    assert not (tmp_path / "runs" / "melted-lego-mean").exists()

@@ -33,9 +33,10 @@ def register(subparsers) -> None:
                    help=dataclasses.fields(InversionConfig)[0].metadata["help"] + f" (default: {DEFAULTS.method})")
     p.add_argument("--seed", type=int, nargs="+", default=[DEFAULTS.seed], help="random seed(s) (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue from each run's last checkpoint")
-    p.add_argument("--average-seeds", action="store_true",
+    p.add_argument("--average-seeds", type=int, nargs="?", const=0, default=None, metavar="K",
                    help="with several --seed: also write OUT/<concept>-<method>-mean/, the seeds' rows averaged "
-                        "token by token (averaging.py; docs/inversion_quality.md (v))")
+                        "token by token; with K, only the K seeds whose look scores are best (--select-by look) "
+                        "(averaging.py; docs/inversion_quality.md (v))")
     add_arguments(p, InversionConfig)
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt model weights (unsafe)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -179,9 +180,13 @@ def run_invert(args) -> int:
     one_seed = len(set(args.seed)) < 2
     if config.race_steps and one_seed:
         raise UserError(f"--race {config.race_steps} races several seeds; give two or more --seed, or leave --race out")
-    if args.average_seeds and (one_seed or config.race_steps):
+    average = args.average_seeds is not None
+    if average and (one_seed or config.race_steps):
         raise UserError("--average-seeds averages every seed's rows: give two or more --seed, and no --race (whose "
                         "losers stop early)")
+    if average and args.average_seeds and not 2 <= args.average_seeds <= len(set(args.seed)):
+        raise UserError(f"--average-seeds {args.average_seeds}: average between 2 and the {len(set(args.seed))} "
+                        "seeds given (or leave K out for all)")
     if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:
         out = invert(args.concept_dir[0], args.out, config, model=args.model, resume=args.resume,
                      allow_pickle=args.allow_pickle, progress=not args.no_progress)
@@ -190,7 +195,7 @@ def run_invert(args) -> int:
         return 0
     folders = invert_many(args.concept_dir, args.method, args.seed, args.out, config, model=args.model,
                           resume=args.resume, allow_pickle=args.allow_pickle, progress=not args.no_progress,
-                          average=args.average_seeds)
+                          average=average, top=args.average_seeds or 0)
     done = [f for f in folders if (f / EMBEDS_FILE).is_file()]
     stopped = f" ({len(folders) - len(done)} stopped when they lost their race)" if len(done) < len(folders) else ""
     print(f"{len(done)} run{'s' * (len(done) != 1)} written under {args.out}{stopped}")

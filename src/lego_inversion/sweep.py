@@ -21,7 +21,8 @@ OUT/<concept folder>-<method>-race.json records each race's scores and winner be
 fresh seeds, gained −0.00 / +0.03 concept success over it (docs/inversion_quality.md (t), (u)).
 
 With `--average-seeds`, `keep_average` writes each (concept, method)'s rows averaged over its seeds to
-OUT/<concept folder>-<method>-mean/ (averaging.py; docs/inversion_quality.md (v)).
+OUT/<concept folder>-<method>-mean/ (averaging.py; docs/inversion_quality.md (v)); with `--average-seeds K`, over the
+K seeds whose look scores are best.
 
 With `--select-by look` and several seeds, `keep_best` then copies each (concept, method)'s best-looking run to
 OUT/<concept folder>-<method>-best/: the run whose kept rows scored highest on the look (selection.py; the same
@@ -96,22 +97,28 @@ def _my_share(cells: list) -> list:
 
 def invert_many(concept_dirs: list[str | Path], methods: list[str], seeds: list[int], out_root: str | Path,
                 config: InversionConfig | None = None, model: str | None = None, resume: bool = False,
-                allow_pickle: bool = False, progress: bool = True, average: bool = False) -> list[Path]:
+                allow_pickle: bool = False, progress: bool = True, average: bool = False, top: int = 0) -> list[Path]:
     """Train every (concept, method, seed) run jointly; returns the run folders (of this process's share). With
-    `average`, also write each (concept, method)'s rows averaged over its seeds (`keep_average`)."""
+    `average`, also write each (concept, method)'s rows averaged over its seeds, or over its `top` best-looking
+    seeds (`keep_average`)."""
     config = config or InversionConfig()
     cells = plan(concept_dirs, methods, seeds, out_root, config)
     folders = invert_cells(_my_share(cells), model=model, resume=resume, allow_pickle=allow_pickle,
                            progress=progress)
     keep_best(cells)
     if average:
-        keep_average(cells)
+        keep_average(cells, top)
     return folders
+
+
+def best_seeds(scores: dict[int, float], k: int) -> list[int]:
+    """The k seeds with the highest look scores, best first; ties go to the lower seed."""
+    return sorted(scores, key=lambda s: (-scores[s], s))[:k]
 
 
 def best_seed(scores: dict[int, float]) -> int:
     """The seed with the highest look score; ties go to the lower seed."""
-    return max(scores, key=lambda s: (scores[s], -s))
+    return best_seeds(scores, 1)[0]
 
 
 def _seed_groups(cells: list[tuple[Path, InversionConfig, Path]]) -> dict[tuple[Path, str], dict[int, Path]]:
@@ -158,17 +165,28 @@ def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
     return written
 
 
-def keep_average(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
+def keep_average(cells: list[tuple[Path, InversionConfig, Path]], top: int = 0) -> list[Path]:
     """For each (concept folder, method) of `cells` with several seeds, all finished, write their rows' mean as
-    <concept folder>-<method>-mean/ (averaging.py); returns the folders. Methods that fine-tune the UNet are left
-    out, and so is a group with a run not finished yet (another process's share, or a race's loser)."""
+    <concept folder>-<method>-mean/ (averaging.py); with `top`, the mean of the `top` seeds whose kept look scores
+    are best (ties: the lower seeds; docs/inversion_quality.md (v)). Returns the folders. Methods that fine-tune the
+    UNet are left out, and so is a group with a run not finished yet (another process's share, or a race's loser)."""
     written = []
     for (concept, method), runs in _seed_groups([c for c in cells if not c[1].finetunes_unet]).items():
         folders = [runs[s] for s in sorted(runs)]
         if len(folders) < 2 or not all((f / EMBEDS_FILE).is_file() for f in folders):
             continue
+        why = ""
+        if top:
+            records = {s: read_document(f / SELECTION_FILE, fix="re-run `lego invert` on it") for s, f in runs.items()
+                       if (f / SELECTION_FILE).is_file()}
+            if len(records) < len(runs) or any(r.get("select_by") != "look" for r in records.values()):
+                raise UserError(f"{folders[0]}: --average-seeds {top} ranks the seeds by their look score, and these "
+                                "runs were not scored by look; train with --select-by look, or average every seed")
+            scores = {s: r["score"] for s, r in records.items()}
+            folders = [runs[s] for s in sorted(best_seeds(scores, top))]
+            why = " (the best look scores: " + ", ".join(f"s{s} {scores[s]:.2f}" for s in sorted(scores)) + ")"
         mean = average_runs(folders, folders[0].parent / run_name(concept, method, "mean"))
-        print(f"lego invert: averaged the rows of {', '.join(f.name for f in folders)} into {mean.name}",
+        print(f"lego invert: averaged the rows of {', '.join(f.name for f in folders)} into {mean.name}{why}",
               file=sys.stderr)
         written.append(mean)
     return written
