@@ -85,7 +85,9 @@ def test_cli_average_and_its_bad_input(sweep, tmp_path, capsys):
                  ["invert", str(concept), "--seed", "0", "1", "--race", "2", "--average-seeds", "--out",
                   str(tmp_path / "bad")],
                  ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "3", "--out", str(tmp_path / "bad")],
-                 ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "1", "--out", str(tmp_path / "bad")]):
+                 ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "1", "--out", str(tmp_path / "bad")],
+                 ["invert", str(concept), "--seed", "0", "1", "--average-seeds", "2", "--select-by", "exemplars",
+                  "--out", str(tmp_path / "bad")]):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("lego: error:") and "\n" not in err

@@ -187,6 +187,9 @@ def run_invert(args) -> int:
     if average and args.average_seeds and not 2 <= args.average_seeds <= len(set(args.seed)):
         raise UserError(f"--average-seeds {args.average_seeds}: average between 2 and the {len(set(args.seed))} "
                         "seeds given (or leave K out for all)")
+    if args.average_seeds and (config.select_by not in (None, "look") or config.select_every == 0):
+        raise UserError(f"--average-seeds {args.average_seeds} ranks the seeds by their look score: add --select-by "
+                        "look (with --select-every K), or leave K out to average every seed")
     if len(args.concept_dir) == len(args.method) == len(args.seed) == 1:
         out = invert(args.concept_dir[0], args.out, config, model=args.model, resume=args.resume,
                      allow_pickle=args.allow_pickle, progress=not args.no_progress)
