@@ -18,7 +18,6 @@ Results: OUT/results.json; each average folder is kept under OUT/averages/.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tomllib
 from pathlib import Path
@@ -58,7 +57,7 @@ def main() -> None:
     from lego_inversion.atomic import atomic_write_json
     from lego_inversion.averaging import average_runs
     from lego_inversion.generation import load_generator
-    from lego_inversion.sweep import best_seed, best_seeds
+    from lego_inversion.sweep import best_seed, best_seeds, look_records
     from lego_inversion.toyworld.oracle import Oracle
 
     torch.set_num_threads(args.threads)
@@ -73,7 +72,7 @@ def main() -> None:
         truth = data["toyworld"]
         targets = [t for t in args.targets if t != truth["subject"] for _ in range(args.images)]
         for group in groups:
-            looks = {s: json.loads((runs[(concept, s)] / "selection.json").read_text())["score"] for s in group}
+            looks = {s: r["score"] for s, r in look_records({s: runs[(concept, s)] for s in group}).items()}
             members = sorted(best_seeds(looks, args.top)) if args.top else group  # as --average-seeds K
             folder = average_runs([runs[(concept, s)] for s in members],
                                   args.out / "averages" / f"{concept}-{'-'.join(map(str, members))}")

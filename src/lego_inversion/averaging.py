@@ -91,8 +91,8 @@ class StepAverage:
     Bias-corrected as Adam's moments: after t updates with iterates x_1 … x_t the average is
     Σ_k (1 - d) d^(t-k) x_k / (1 - d^t), the last 1/(1 - d) steps weighing most; before the first update it is the
     rows themselves. Why try it: the seeds' average gains ((v)), and one run's late iterates scatter too, since late
-    steps are almost all noise ((g)). Measured on the toy model (docs/inversion_quality.md (w)): at 0.99 it ties or
-    loses slightly (−0.03 / −0.02 concept success on the two splits), so it is opt-in.
+    steps are almost all noise ((g)). Measured on the toy model (docs/inversion_quality.md (w)): at 0.99 it loses
+    slightly (−0.03 / −0.02 concept success on the two splits) and at 0.98 it ties, so it is opt-in.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], decay: float):
@@ -107,16 +107,18 @@ class StepAverage:
     def average(self, key: str, step: int) -> torch.Tensor:
         return self.state[f"ema/{key}"] / (1.0 - self.decay ** step)
 
+    @torch.no_grad()
+    def copy_to(self, params: dict[str, torch.Tensor], step: int) -> None:
+        """Put the average after `step` updates into `params` (step 0: the rows stay as they are)."""
+        if step:
+            for k, p in params.items():
+                p.copy_(self.average(k, step))
+
     @contextlib.contextmanager
     def applied(self, params: dict[str, torch.Tensor], step: int) -> Iterator[None]:
         """The average in place of `params` inside the block (`step`: updates so far), the rows after it."""
-        if step == 0:
-            yield
-            return
         saved = {k: p.detach().clone() for k, p in params.items()}
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(self.average(k, step))
+        self.copy_to(params, step)
         try:
             yield
         finally:

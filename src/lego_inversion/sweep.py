@@ -34,7 +34,6 @@ docs/inversion_quality.md (n), (o).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -121,6 +120,15 @@ def best_seed(scores: dict[int, float]) -> int:
     return best_seeds(scores, 1)[0]
 
 
+def look_records(runs: dict[int, Path]) -> dict[int, dict] | None:
+    """{seed: its selection.json} when every run of `runs` kept its rows by their look score, else None."""
+    if not all((f / SELECTION_FILE).is_file() for f in runs.values()):
+        return None
+    records = {seed: read_document(f / SELECTION_FILE, fix="re-run `lego invert` on it")
+               for seed, f in sorted(runs.items())}
+    return records if all(r.get("select_by") == "look" for r in records.values()) else None
+
+
 def _seed_groups(cells: list[tuple[Path, InversionConfig, Path]]) -> dict[tuple[Path, str], dict[int, Path]]:
     """(concept folder, method) -> {seed: run folder}."""
     groups: dict[tuple[Path, str], dict[int, Path]] = {}
@@ -142,10 +150,8 @@ def keep_best(cells: list[tuple[Path, InversionConfig, Path]]) -> list[Path]:
             if race.get("seed") not in runs:
                 continue
             runs = {race["seed"]: runs[race["seed"]]}  # the only run of the race that trained to the end
-        if (len(runs) < 2 and race is None) or not all((f / SELECTION_FILE).is_file() for f in runs.values()):
-            continue
-        records = {seed: json.loads((f / SELECTION_FILE).read_text()) for seed, f in sorted(runs.items())}
-        if any(r.get("select_by") != "look" for r in records.values()):
+        records = look_records(runs) if len(runs) > 1 or race is not None else None
+        if records is None:
             continue
         seed = best_seed({s: r["score"] for s, r in records.items()})
         folder = runs[seed]
@@ -177,9 +183,8 @@ def keep_average(cells: list[tuple[Path, InversionConfig, Path]], top: int = 0) 
             continue
         why = ""
         if top:
-            records = {s: read_document(f / SELECTION_FILE, fix="re-run `lego invert` on it") for s, f in runs.items()
-                       if (f / SELECTION_FILE).is_file()}
-            if len(records) < len(runs) or any(r.get("select_by") != "look" for r in records.values()):
+            records = look_records(runs)
+            if records is None:
                 raise UserError(f"{folders[0]}: --average-seeds {top} ranks the seeds by their look score, and these "
                                 "runs were not scored by look; train with --select-by look, or average every seed")
             scores = {s: r["score"] for s, r in records.items()}

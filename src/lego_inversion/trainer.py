@@ -322,9 +322,7 @@ class InversionRun:
         if self.selector is not None:  # the best rows, not the last
             self.selector.restore(self)
         elif self.ema is not None:
-            with torch.no_grad():
-                for key, p in self.params.items():
-                    p.copy_(self.ema.average(key, self.step))
+            self.ema.copy_to(self.params, self.step)
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())
