@@ -29,7 +29,8 @@ SELECT_BY = ("exemplars", "look")
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
-                  "select_by": "exemplars", "select_subjects": "", "ema_decay": 0.0}
+                  "select_by": "exemplars", "select_subjects": "", "ema_decay": 0.0,
+                  "rewind": 0.0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -107,6 +108,11 @@ class InversionConfig:
         None, "average the learned rows over the steps, exponentially with this decay d (Polyak averaging, "
         "bias-corrected as Adam's moments; the last 1/(1-d) steps weigh most): --select-every scores the average, "
         "and the results hold it, not the last iterate (docs/inversion_quality.md (w)); 0: off; None: the model's (0)")
+    rewind: float | None = option(
+        None, "with --select-every: when an offered score trails the best so far by at least this much (look: a "
+        "fraction of the images; exemplars: the loss), training goes back to the best rows with fresh optimizer "
+        "moments and goes on with new draws, so the remaining steps start again from the best point instead of "
+        "walking on from a worse one (docs/inversion_quality.md (y)); 0: off; None: the model's (0)")
     select_draws: int = option(16, "select_every with select_by exemplars: training batches in the fixed scoring set")
     select_by: str | None = option(
         None, "select_every: what scores the rows: `exemplars` (the denoising loss on fixed draws of the run's own "
@@ -190,6 +196,13 @@ class InversionConfig:
             raise UserError(f"ema_decay must lie in [0, 1) (0: off), not {self.ema_decay}")
         if self.ema_decay and self.finetunes_unet:
             raise UserError(f"ema_decay averages learned rows only; {self.method} fine-tunes the UNet: leave it 0")
+        if self.rewind is not None and self.rewind < 0:
+            raise UserError(f"rewind must be >= 0 (0: off), not {self.rewind}")
+        if self.rewind and (self.finetunes_unet or self.ema_decay):
+            raise UserError("rewind goes back to the rows selection kept; "
+                            + (f"{self.method} fine-tunes the UNet, which is not kept" if self.finetunes_unet else
+                               "with ema_decay those are a step average, not a point to train on")
+                            + ": leave rewind 0")
         if isinstance(self.race_steps, bool) or int(self.race_steps) < 0:
             raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
         if self.select_images < 1:

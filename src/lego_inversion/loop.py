@@ -178,7 +178,11 @@ def _after_step(run, terms: dict[str, torch.Tensor], writer, bar) -> None:
         writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
     if run.selector is not None and (run.step % cfg.select_every == 0 or run.finished):
         with run.kept_rows():
-            writer.add_scalar("select/score", run.selector.offer(run), run.step)  # the curve behind the kept step
+            score = run.selector.offer(run)
+        writer.add_scalar("select/score", score, run.step)  # the curve behind the kept step
+        if cfg.rewind and not run.finished and run.selector.trails_by(score) >= cfg.rewind:
+            run.rewind()
+            writer.add_scalar("select/rewind", run.selector.best_step, run.step)  # back to which step's rows
     if run.step % cfg.checkpoint_every == 0:
         run.save_checkpoint()
     if cfg.validate_every and run.step % cfg.validate_every == 0 and not run.finished:

@@ -3,6 +3,7 @@
     selector = make_selector(run)        # ExemplarSelector or LookSelector (`select_by`); scores the initial rows
     selector.offer(run)                  # score the current rows; keep a copy if they beat the best so far
     selector.restore(run)                # put the best rows back (the trainer does this before saving results)
+    selector.trails_by(score)            # how far an offered score is behind the best (`rewind`, loop.py)
 
 `select_by = "exemplars"` (ExemplarSelector): the denoising part of Eq. 3 (concept batch + subject batch) on fixed
 draws of the run's own exemplars (the same images, flips, t and ε each time: common random numbers); lower is
@@ -17,6 +18,10 @@ Why: what a user wants is the look on *new* subjects, and training can carry row
 already draws (waving on the toy model, (g)) or end on an unlucky iterate ((m)). The noise does not depend on the
 run's seed, so runs of several seeds are scored on the same images' noise and their best scores compare
 (`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, sweep.keep_best).
+
+With `rewind` d > 0, an offer that trails the best by at least d sends training back to the best rows
+(trainer.InversionRun.rewind): the walk of the remaining steps starts again from the best point, with fresh Adam
+moments and the run's next draws, rather than going on from a worse one.
 
 The best rows, their score and step travel in the checkpoint, so a resumed run selects as an uninterrupted one.
 Only learned rows are kept: methods that fine-tune the UNet do not select.
@@ -60,6 +65,10 @@ class Selector:
     def beats_best(self, score: float) -> bool:
         """Lower losses win outright (ties keep the earlier rows); higher looks win ties (the later rows)."""
         return score >= self.best_score if self.higher_is_better else score < self.best_score
+
+    def trails_by(self, score: float) -> float:
+        """How far `score` is behind the best so far (>= 0; 0 when it is the best)."""
+        return self.best_score - score if self.higher_is_better else score - self.best_score
 
     def offer(self, run) -> float:
         """Score the current rows and keep them if they are the best so far; returns the score."""

@@ -133,6 +133,9 @@ class InversionRun:
         self.ema = StepAverage(self.params, config.ema_decay) if config.ema_decay else None
         # select_every: the best rows so far (the initializer's first), on the exemplars or by the look (selection.py)
         self.selector = make_selector(self)
+        if config.rewind and self.selector is None:
+            raise UserError(f"rewind {config.rewind} goes back to the rows selection kept, and this run selects none: "
+                            "add --select-every K (and --select-by), or leave --rewind out")
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -224,6 +227,15 @@ class InversionRun:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+
+    @torch.no_grad()
+    def rewind(self) -> None:
+        """Go back to the rows selection kept (`rewind`): they become the current rows, and the optimizer forgets
+        its moments (a walk from the best point starts afresh; the learning-rate schedule and the random streams go
+        on, so the next draws differ from those that followed the kept step)."""
+        self.selector.restore(self)
+        for p in (p for group in self.optimizer.param_groups for p in group["params"]):
+            self.optimizer.state.pop(p, None)
 
     def kept_rows(self):
         """A block in which the rows are the ones selection scores and the results keep: the step average
