@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from lego_inversion import judges
+from lego_inversion.concept import load_concept
 from lego_inversion.config import InversionConfig
 from lego_inversion.errors import UserError
 from lego_inversion.selection import LookSelector
 from lego_inversion.trainer import InversionRun, invert, load_training_backbone
-from lego_inversion.concept import load_concept
 from test_selection import _checkpoint, interrupted_and_resumed
 
 LOOK = dict(steps=6, checkpoint_every=2, validation_steps=1, validation_images=1, select_every=2, select_by="look",
