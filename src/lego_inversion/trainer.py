@@ -234,8 +234,7 @@ class InversionRun:
         its moments (a walk from the best point starts afresh; the learning-rate schedule and the random streams go
         on, so the next draws differ from those that followed the kept step)."""
         self.selector.restore(self)
-        for p in (p for group in self.optimizer.param_groups for p in group["params"]):
-            self.optimizer.state.pop(p, None)
+        self.optimizer.state.clear()  # only learned rows are optimized here: rewind refuses UNet fine-tuning
 
     def kept_rows(self):
         """A block in which the rows are the ones selection scores and the results keep: the step average
