@@ -2,7 +2,7 @@
 
     python3 benchmarks/lever_screen_report.py OUT_DIR [--baseline defaults] [--method lego] [--md FILE]
 
-OUT_DIR holds one folder per setting and split, <setting>_<split>/cells/*.json (toyworld_ablation.py cells). For
+OUT_DIR holds one folder per setting and split (ex, ho, dev), <setting>_<split>/cells/*.json (toyworld_ablation.py cells). For
 each setting and split: the mean success, leakage and clean hits over its cells with 95 % bootstrap intervals, the
 paired difference against the baseline setting on the cells both have (same concept, seed and sampling noise), and
 per-concept success. A setting cut short shows how many cells it has.
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toyworld_ablation import bootstrap_ci, load_cells
 
 METRICS = ("success", "leakage", "clean")
+SPLITS = ("ex", "ho", "dev")  # examples/, benchmarks/heldout/, benchmarks/dev/
 
 
 def paired(a: dict, b: dict, metric: str) -> tuple[float, float, float] | None:
@@ -31,10 +32,12 @@ def paired(a: dict, b: dict, metric: str) -> tuple[float, float, float] | None:
 
 
 def report(out: Path, baseline: str = "defaults", method: str = "lego") -> str:
-    folders = sorted(p for p in out.iterdir() if (p / "cells").is_dir() and p.name.rsplit("_", 1)[-1] in ("ex", "ho"))
+    folders = sorted(p for p in out.iterdir() if (p / "cells").is_dir() and p.name.rsplit("_", 1)[-1] in SPLITS)
     lines = []
-    for split in ("ex", "ho"):
+    for split in SPLITS:
         base = load_cells([out / f"{baseline}_{split}"], method)
+        if not base:
+            continue
         concepts = sorted({k[0] for k in base})
         lines += ["", f"Split {split} (paired against {baseline}: same concept, seed and sampling noise):", "",
                   "| setting | cells | success | leakage | clean | paired success | paired leakage | paired clean | "
@@ -65,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if not (out / f"{args.baseline}_ex").is_dir() and not (out / f"{args.baseline}_ho").is_dir():
-        print(f"lever_screen_report: error: {out}: no {args.baseline}_ex or {args.baseline}_ho folder; "
+    if not any((out / f"{args.baseline}_{split}").is_dir() for split in SPLITS):
+        print(f"lever_screen_report: error: {out}: no {args.baseline}_ex, _ho or _dev folder; "
               "pass the screen's OUT_DIR", file=sys.stderr)
         return 2
     table = report(out, args.baseline, args.method)

@@ -55,14 +55,14 @@ def read_toml(path: Path) -> dict:
 
 
 def example_of(folder: Path):
-    """The toyworld `Example` a concept folder was rendered from (examples/ or the held-out split), by name."""
+    """The toyworld `Example` a concept folder was rendered from (examples/, benchmarks/heldout/ or benchmarks/dev/), by name."""
     from lego_inversion.toyworld.examples import EXAMPLES
 
     known = {ex.name: ex for ex in EXAMPLES}
-    if (ROOT / "benchmarks" / "heldout_concepts.py").is_file():
-        known |= {ex.name: ex for ex in load_script("heldout_concepts").HELDOUT}
+    if (ROOT / "benchmarks" / "concept_splits.py").is_file():
+        known |= {ex.name: ex for split in load_script("concept_splits").SPLITS.values() for ex in split}
     if folder.name not in known:
-        raise UserError(f"{folder}: not a toy-world example or held-out concept (known: {', '.join(sorted(known))})")
+        raise UserError(f"{folder}: not a toy-world example or split concept (known: {', '.join(sorted(known))})")
     return known[folder.name]
 
 
@@ -101,21 +101,27 @@ def derive_concept(folder: Path, out: Path, n_with: int | None = None, n_without
 
 
 def resolve_concepts(names: list[str]) -> list[Path]:
-    """Concept names or folders -> toy-world concept folders (examples/<name> or benchmarks/heldout/<name>)."""
+    """Concept names or folders -> toy-world concept folders (examples/<name>, benchmarks/heldout/<name> or
+    benchmarks/dev/<name>)."""
     folders = []
     for name in names:
-        candidates = [Path(name), ROOT / "examples" / name, ROOT / "benchmarks" / "heldout" / name]
+        candidates = [Path(name), ROOT / "examples" / name, ROOT / "benchmarks" / "heldout" / name,
+                      ROOT / "benchmarks" / "dev" / name]
         found = next((c for c in candidates if (c / "concept.toml").is_file()), None)
         if found is None:
-            raise UserError(f"--concepts {name}: no concept folder there, in examples/ or in benchmarks/heldout/")
+            raise UserError(f"--concepts {name}: no concept folder there, in examples/, benchmarks/heldout/ or "
+                            "benchmarks/dev/")
         example_of(found)
         folders.append(found.resolve())
     return folders
 
 
 def split_of(name: str) -> str:
-    """"examples" for a concept of examples/, "held-out" for one of benchmarks/heldout/ (by name)."""
-    return "examples" if (ROOT / "examples" / name).is_dir() else "held-out"
+    """"examples", "held-out" or "dev": the split a concept belongs to (examples/, benchmarks/heldout/ or
+    benchmarks/dev/), by name."""
+    if (ROOT / "examples" / name).is_dir():
+        return "examples"
+    return "dev" if (ROOT / "benchmarks" / "dev" / name).is_dir() else "held-out"
 
 
 def condition_rows(cells: list[dict], conditions: list[str], metrics, labels) -> tuple[dict, list[str]]:
@@ -270,11 +276,11 @@ class Study:
     def report(self, cells: list[dict], conditions: list[str], metrics=METRICS, labels=LABELS, title: str = "",
                plot_x: dict | None = None, plot_xlabel: str = "", baseline: str | None = None) -> str:
         """Per condition: mean over cells with a 95% bootstrap CI (the ablation's), for all concepts and for each
-        split (examples/, held-out) on its own, then per-concept rows; writes results.md, results.json and
+        split (examples/, held-out, dev) on its own, then per-concept rows; writes results.md, results.json and
         plot.png (one panel per metric, all concepts) under OUT/<study>/. With `baseline`, also each condition's
         paired difference from it (same concept, seed and sampling seeds), mean with a 95% bootstrap interval."""
         groups = {"all concepts": cells}
-        for split in ("examples", "held-out"):
+        for split in ("examples", "held-out", "dev"):
             part = [c for c in cells if split_of(c["concept"]) == split]
             if part and len(part) < len(cells):
                 groups[f"{split} only"] = part

@@ -69,11 +69,13 @@ def test_derive_is_deterministic_and_reused(tmp_path):
     assert np.array_equal(_pixels(a / "with" / "2.png"), _pixels(b / "with" / "2.png"))
 
 
-def test_heldout_concepts_are_known():
-    if not (ROOT / "benchmarks" / "heldout_concepts.py").is_file():
-        pytest.skip("no held-out split")
+def test_split_concepts_are_known():
+    if not (ROOT / "benchmarks" / "concept_splits.py").is_file():
+        pytest.skip("no concept splits")
     [folder] = common.resolve_concepts(["melted_star_red"])
     assert common.example_of(folder).appearance == "red"
+    [folder] = common.resolve_concepts(["melted_bear_green"])
+    assert common.example_of(folder).appearance == "green"
 
 
 def test_bad_input_is_one_line_user_error(tmp_path, capsys):
@@ -213,3 +215,4 @@ def test_paired_differences_and_splits_by_hand():
     assert summary["x"]["success"][1:] == pytest.approx((0.0, 0.5))  # bootstrap over {0.5, 0.0}
     assert "hand" not in summary and rows[2].startswith("| x | +0.25 [+0.00, +0.50]")
     assert common.split_of("melted_cube") == "examples" and common.split_of("melted_star_red") == "held-out"
+    assert common.split_of("two_hearts_checkered") == "dev"

@@ -277,6 +277,12 @@ def test_lever_screen_report_pairs_each_setting_with_the_baseline_by_hand(tmp_pa
     assert cols[1] == "3" and cols[2].startswith("0.50 ")  # (0.75 + 0.75 + 0) / 3
     assert cols[5].startswith("+0.38 [+0.25, +0.50]")  # differences 0.25 and 0.5
     assert cols[8] == "0.75 0.75"  # per concept over the baseline's concepts a_x, b_y
+    assert "Split dev" not in table
+    cell("defaults_dev", "d_w", 0, 0.0)
+    cell("min60_dev", "d_w", 0, 1.0)
+    table = report.report(tmp_path)
+    row = next(line for line in table.split("Split dev")[1].splitlines() if line.startswith("| min60 |"))
+    assert row.split("|")[6].strip().startswith("+1.00")  # paired with defaults_dev, not with defaults_ex
     assert report.main([str(tmp_path / "nowhere")]) == 2
 
 
