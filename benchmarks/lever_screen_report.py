@@ -2,10 +2,10 @@
 
     python3 benchmarks/lever_screen_report.py OUT_DIR [--baseline defaults] [--method lego] [--md FILE]
 
-OUT_DIR holds one folder per setting and split (ex, ho, dev), <setting>_<split>/cells/*.json (toyworld_ablation.py cells). For
-each setting and split: the mean success, leakage and clean hits over its cells with 95 % bootstrap intervals, the
-paired difference against the baseline setting on the cells both have (same concept, seed and sampling noise), and
-per-concept success. A setting cut short shows how many cells it has.
+OUT_DIR holds one folder per setting and split (ex, ho, dev), <setting>_<split>/cells/*.json (toyworld_ablation.py
+cells). For each setting and split: the mean success, leakage and clean hits over its cells with 95 % bootstrap
+intervals, the paired difference against the baseline setting on the cells both have (same concept, seed and sampling
+noise), and per-concept success. A setting cut short shows how many cells it has.
 """
 
 from __future__ import annotations

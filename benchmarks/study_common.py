@@ -55,7 +55,8 @@ def read_toml(path: Path) -> dict:
 
 
 def example_of(folder: Path):
-    """The toyworld `Example` a concept folder was rendered from (examples/, benchmarks/heldout/ or benchmarks/dev/), by name."""
+    """The toyworld `Example` a concept folder was rendered from (examples/, benchmarks/heldout/ or
+    benchmarks/dev/), by name."""
     from lego_inversion.toyworld.examples import EXAMPLES
 
     known = {ex.name: ex for ex in EXAMPLES}

@@ -445,3 +445,72 @@ def test_checkpoint_selection_splits_readings_and_keeps_the_best_validation_step
     bad = reading(200, 0, hit, hit, hit) | {"predictions": {"transfer": [hit]}}
     with pytest.raises(SystemExit, match="1 transfer images, expected 3"):
         ck.split_reading(bad, {"subject": "cube"}, subjects, 1)
+
+
+def test_method_selection_keeps_the_best_kept_look_and_pairs_by_hand(tmp_path, capsys):
+    """Two concepts × one seed: a tie in kept score goes to the base method, a higher score to the candidate; the
+    paired difference is the mean of the chosen − base cells; a run without a scored cell is left out."""
+    import json
+
+    sel = _load("method_selection")
+
+    def run(method, concept, score, success=None):
+        d = tmp_path / "abl" / "runs" / f"{concept}-{method}-s0"
+        d.mkdir(parents=True)
+        (d / "selection.json").write_text(json.dumps({"score": score, "select_by": "look", "step": 100}))
+        if success is not None:
+            cells = tmp_path / "abl" / "cells"
+            cells.mkdir(exist_ok=True)
+            (cells / f"{concept}-{method}-0.json").write_text(json.dumps(
+                {"concept": concept, "method": method, "seed": 0, "success": success, "clean": success / 2,
+                 "leakage": 0.1}))
+
+    run("lego", "a_x", 0.5, 0.2)
+    run("ti", "a_x", 0.5, 0.9)  # tie: lego kept
+    run("lego", "b_y", 0.25, 0.4)
+    run("ti", "b_y", 0.75, 0.8)  # ti chosen
+    run("lego", "c_z", 0.0, None)  # no cell: not counted
+    run("ti", "c_z", 1.0, 0.0)
+    r = sel.compare([tmp_path / "abl"], "lego", ["ti"])
+    assert r["cells"] == 2 and r["picks"] == {"lego": 1, "ti": 1}
+    assert r["success"][0] == pytest.approx((0.0 + 0.4) / 2)
+    assert r["clean"][0] == pytest.approx((0.0 + 0.2) / 2) and r["leakage"][0] == pytest.approx(0.0)
+    assert r["base_success"] == pytest.approx(0.3)
+    assert sel.main([str(tmp_path / "nowhere")]) == 2
+    assert "no runs/ folder" in capsys.readouterr().err
+
+
+def test_gpu_lever_screen_turns_each_job_line_into_one_ablation_call(tmp_path):
+    """The jobs file's fields reach toyworld_ablation.py as its flags (a stand-in python3 records them); a folder
+    without a split suffix is skipped; a missing jobs file is exit code 2."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    fake = bin_ / "python3"
+    fake.write_text('#!/bin/sh\necho "$@" >> "$CALLS"\n')
+    fake.chmod(0o755)
+    jobs = tmp_path / "x.jobs"
+    jobs.write_text("# comment\n\nmin60ti_dev|ti cl-only|3 4 5|400|timestep_min=0.6 batch_size=4\n"
+                    "defaults_ex|lego|0|7|\nnosplit|lego|0|400|\n")
+    env = os.environ | {"PATH": f"{bin_}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls.txt"),
+                        "SCREEN_WORK": str(tmp_path / "work")}
+    done = subprocess.run(["bash", "benchmarks/gpu_lever_screen.sh", str(jobs), str(tmp_path / "out"), "100", "1"],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    calls = sorted((tmp_path / "calls.txt").read_text().splitlines())
+    assert len(calls) == 2
+    dev = next(c for c in calls if "min60ti_dev" in c).split()
+    assert dev[dev.index("--examples") + 1] == "benchmarks/dev"
+    assert dev[dev.index("--methods") + 1:dev.index("--methods") + 3] == ["ti", "cl-only"]
+    assert dev[dev.index("--seeds") + 1:dev.index("--seeds") + 4] == ["3", "4", "5"]
+    assert dev[dev.index("--set") + 1:] == ["timestep_min=0.6", "batch_size=4"]
+    ex = next(c for c in calls if "defaults_ex" in c).split()
+    assert ex[ex.index("--examples") + 1] == "examples" and ex[ex.index("--steps") + 1] == "7"
+    assert "--set" not in ex
+    assert "skip nosplit" in done.stdout
+    missing = subprocess.run(["bash", "benchmarks/gpu_lever_screen.sh", str(tmp_path / "none.jobs"),
+                              str(tmp_path / "out")], cwd=root, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no such jobs file" in missing.stderr

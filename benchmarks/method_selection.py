@@ -1,0 +1,91 @@
+"""Would choosing per run between Lego and other methods by the kept look score help? (docs/inversion_quality.md (ac))
+
+    PYTHONPATH=src python3 benchmarks/method_selection.py runs/base_ex runs/ti3_ex runs/sscl3_ex \
+        --base lego --candidates ti cl-only
+
+Look selection (`--select-by look`) keeps each run's best rows by the concept's look on other subjects, drawn from
+noise that depends on neither the seed nor the method (selection.py), so the kept scores of two methods' runs on the
+same concept and seed compare. For every (concept, seed) that the base method and each candidate have (finished
+runs with a selection.json, and a scored cell in the ablation folders' cells/), the run with the best kept score is
+chosen (ties: the base method); its evaluation cell is paired with the base method's. Prints, for the base method
+and each candidate set, how often each method was chosen, and the chosen − base difference in success, clean hits
+and leakage (mean, 95 % bootstrap interval over the cells). Trains and generates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toyworld_ablation import bootstrap_ci, load_cells
+
+METRICS = ("success", "clean", "leakage")
+
+
+def kept_scores(folders: list[Path], method: str) -> dict[tuple[str, int], float]:
+    """(concept, seed) -> the look score of the rows a finished run kept (its selection.json)."""
+    scores = {}
+    for folder in folders:
+        for run in sorted((folder / "runs").glob(f"*-{method}-s*")):
+            m = re.fullmatch(rf"(.+)-{re.escape(method)}-s(\d+)", run.name)
+            if m and (run / "selection.json").is_file():
+                scores[(m[1], int(m[2]))] = float(json.loads((run / "selection.json").read_text())["score"])
+    return scores
+
+
+def choose(scores: dict[str, dict], base: str, candidates: list[str]) -> dict[tuple[str, int], str]:
+    """(concept, seed) -> the method whose kept score is best, over the keys every method has; ties go to `base`,
+    then to the earlier candidate."""
+    methods = [base, *candidates]
+    keys = set.intersection(*(set(scores[m]) for m in methods))
+    return {k: max(methods, key=lambda m: (scores[m][k], -methods.index(m))) for k in sorted(keys)}
+
+
+def compare(folders: list[Path], base: str, candidates: list[str]) -> dict:
+    """{"cells", "picks": {method: n}, metric: (mean, low, high) of chosen − base}."""
+    methods = [base, *candidates]
+    cells = {m: load_cells(folders, m) for m in methods}
+    scores = {m: {k: v for k, v in kept_scores(folders, m).items() if k in cells[m]} for m in methods}
+    picks = choose(scores, base, candidates)
+    if not picks:
+        return {"cells": 0}
+    out = {"cells": len(picks), "picks": {m: sum(v == m for v in picks.values()) for m in methods}}
+    for metric in METRICS:
+        out[metric] = bootstrap_ci([cells[m][k][metric] - cells[base][k][metric] for k, m in picks.items()])
+        out[f"base_{metric}"] = sum(cells[base][k][metric] for k in picks) / len(picks)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="ablation output folders (runs/ and cells/)")
+    ap.add_argument("--base", default="lego")
+    ap.add_argument("--candidates", nargs="+", default=["ti"], help="methods to choose among with the base")
+    args = ap.parse_args(argv)
+    for folder in args.folders:
+        if not (folder / "runs").is_dir():
+            print(f"method_selection: error: {folder}: no runs/ folder; pass toyworld_ablation.py --out folders",
+                  file=sys.stderr)
+            return 2
+    sets = [[c] for c in args.candidates] + ([args.candidates] if len(args.candidates) > 1 else [])
+    print(f"| {args.base} or … | cells | chosen | " + " | ".join(f"{m}: {args.base} → chosen (paired)"
+                                                             for m in METRICS) + " |")
+    print("|---" * 6 + "|")
+    for cands in sets:
+        r = compare(args.folders, args.base, cands)
+        if not r["cells"]:
+            print(f"| {' '.join(cands)} | 0 | | | | |")
+            continue
+        picked = ", ".join(f"{m} {n}" for m, n in r["picks"].items())
+        print(f"| {' '.join(cands)} | {r['cells']} | {picked} | " + " | ".join(
+            f"{r[f'base_{m}']:.3f} → {r[f'base_{m}'] + r[m][0]:.3f} ({r[m][0]:+.3f} [{r[m][1]:+.3f}, {r[m][2]:+.3f}])"
+            for m in METRICS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
