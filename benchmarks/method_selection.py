@@ -9,7 +9,8 @@ same concept and seed compare. For every (concept, seed) that the base method an
 runs with a selection.json, and a scored cell in the ablation folders' cells/), the run with the best kept score is
 chosen (ties: the base method); its evaluation cell is paired with the base method's. Prints, for the base method
 and each candidate set, how often each method was chosen, and the chosen − base difference in success, clean hits
-and leakage (mean, 95 % bootstrap interval over the cells). Trains and generates nothing.
+and leakage (mean, 95 % bootstrap interval over the cells); then, for the same cost within the base method, the
+choice between each seed and the concept's next seed. Trains and generates nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +61,27 @@ def compare(folders: list[Path], base: str, candidates: list[str]) -> dict:
     return out
 
 
+def compare_seeds(folders: list[Path], base: str) -> dict:
+    """The same choice at the same cost within one method: each (concept, seed) of `base` against the next seed of
+    that concept (cyclically over its seeds); ties keep the first.
+    {"cells", metric: (mean, low, high) of chosen − own}."""
+    cells, scores = load_cells(folders, base), kept_scores(folders, base)
+    keys = sorted(k for k in cells if k in scores)
+    by_concept: dict[str, list[int]] = {}
+    for concept, seed in keys:
+        by_concept.setdefault(concept, []).append(seed)
+    chosen = {}
+    for concept, seed in keys:
+        seeds = by_concept[concept]
+        if len(seeds) > 1:
+            other = (concept, seeds[(seeds.index(seed) + 1) % len(seeds)])
+            chosen[(concept, seed)] = other if scores[other] > scores[(concept, seed)] else (concept, seed)
+    if not chosen:
+        return {"cells": 0}
+    return {"cells": len(chosen), **{metric: bootstrap_ci([cells[c][metric] - cells[k][metric]
+                                                          for k, c in chosen.items()]) for metric in METRICS}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path, help="ablation output folders (runs/ and cells/)")
@@ -84,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {' '.join(cands)} | {r['cells']} | {picked} | " + " | ".join(
             f"{r[f'base_{m}']:.3f} → {r[f'base_{m}'] + r[m][0]:.3f} ({r[m][0]:+.3f} [{r[m][1]:+.3f}, {r[m][2]:+.3f}])"
             for m in METRICS) + " |")
+    r = compare_seeds(args.folders, args.base)
+    if r["cells"]:
+        print(f"| another {args.base} seed (same cost) | {r['cells']} | | " + " | ".join(
+            f"{r[m][0]:+.3f} [{r[m][1]:+.3f}, {r[m][2]:+.3f}]" for m in METRICS) + " |")
     return 0
 
 

@@ -63,7 +63,8 @@ def example_of(folder: Path):
     if (ROOT / "benchmarks" / "concept_splits.py").is_file():
         known |= {ex.name: ex for split in load_script("concept_splits").SPLITS.values() for ex in split}
     if folder.name not in known:
-        raise UserError(f"{folder}: not a toy-world example or split concept (known: {', '.join(sorted(known))})")
+        raise UserError(f"{folder}: not a toy-world example or a concept of benchmarks/heldout/ or benchmarks/dev/ "
+                        f"(known: {', '.join(sorted(known))})")
     return known[folder.name]
 
 

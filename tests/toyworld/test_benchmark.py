@@ -476,6 +476,16 @@ def test_method_selection_keeps_the_best_kept_look_and_pairs_by_hand(tmp_path, c
     assert r["success"][0] == pytest.approx((0.0 + 0.4) / 2)
     assert r["clean"][0] == pytest.approx((0.0 + 0.2) / 2) and r["leakage"][0] == pytest.approx(0.0)
     assert r["base_success"] == pytest.approx(0.3)
+    # within lego: a second seed of a_x scoring higher is chosen over seed 0, and seed 0 (lower) not over seed 1
+    d = tmp_path / "abl" / "runs" / "a_x-lego-s1"
+    d.mkdir()
+    (d / "selection.json").write_text(json.dumps({"score": 0.75, "select_by": "look", "step": 50}))
+    (tmp_path / "abl" / "cells" / "a_x-lego-1.json").write_text(json.dumps(
+        {"concept": "a_x", "method": "lego", "seed": 1, "success": 0.6, "clean": 0.3, "leakage": 0.0}))
+    r = sel.compare_seeds([tmp_path / "abl"], "lego")
+    assert r["cells"] == 2  # b_y has one seed: no pair
+    assert r["success"][0] == pytest.approx(((0.6 - 0.2) + 0.0) / 2)
+    assert r["leakage"][0] == pytest.approx((-0.1 + 0.0) / 2)
     assert sel.main([str(tmp_path / "nowhere")]) == 2
     assert "no runs/ folder" in capsys.readouterr().err
 
