@@ -7,9 +7,9 @@ Same machinery as `lego toyworld make-examples` (toyworld/examples.py: `Example`
 with other subjects, plain-colour as well as checkered exemplars, other concept/subject pairings, other image
 seeds and other counts than examples/*, and than each other:
   heldout  benchmarks/heldout/  no default is chosen on it; every report lists it separately.
-  dev      benchmarks/dev/      built after the held-out split had suggested a lever, to confirm candidates on
-                                concepts nobody had looked at; defaults may be chosen on examples/ and dev/
-                                together (docs/inversion_quality.md (ab)).
+  dev      benchmarks/dev/      a second tuning split: defaults may be chosen on examples/ and dev/ together, so
+                                a lever that held-out suggests is confirmed on fresh concepts, not on held-out
+                                (docs/inversion_quality.md (ab)).
 """
 
 from __future__ import annotations
