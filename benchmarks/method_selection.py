@@ -16,13 +16,16 @@ choice between each seed and the concept's next seed. Trains and generates nothi
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toyworld_ablation import bootstrap_ci, load_cells
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from seed_agreement import find_runs  # noqa: E402
+from toyworld_ablation import bootstrap_ci, load_cells  # noqa: E402
+
+from lego_inversion.sweep import look_records  # noqa: E402
 
 METRICS = ("success", "clean", "leakage")
 
@@ -30,11 +33,11 @@ METRICS = ("success", "clean", "leakage")
 def kept_scores(folders: list[Path], method: str) -> dict[tuple[str, int], float]:
     """(concept, seed) -> the look score of the rows a finished run kept (its selection.json)."""
     scores = {}
-    for folder in folders:
-        for run in sorted((folder / "runs").glob(f"*-{method}-s*")):
-            m = re.fullmatch(rf"(.+)-{re.escape(method)}-s(\d+)", run.name)
-            if m and (run / "selection.json").is_file():
-                scores[(m[1], int(m[2]))] = float(json.loads((run / "selection.json").read_text())["score"])
+    for concept, runs in find_runs(folders, method).items():
+        for seed, run in runs.items():
+            record = look_records({seed: run})
+            if record is not None:
+                scores[(concept, seed)] = float(record[seed]["score"])
     return scores
 
 

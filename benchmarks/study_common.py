@@ -27,6 +27,9 @@ from types import SimpleNamespace
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# split name -> the folder of its concept folders (benchmarks/concept_splits.py builds the last two)
+SPLIT_FOLDERS = {"examples": ROOT / "examples", "held-out": ROOT / "benchmarks" / "heldout",
+                 "dev": ROOT / "benchmarks" / "dev"}
 sys.path.insert(0, str(ROOT / "src"))
 
 from lego_inversion.atomic import atomic_dir, atomic_save_image, atomic_write_json, atomic_write_text  # noqa: E402
@@ -107,8 +110,7 @@ def resolve_concepts(names: list[str]) -> list[Path]:
     benchmarks/dev/<name>)."""
     folders = []
     for name in names:
-        candidates = [Path(name), ROOT / "examples" / name, ROOT / "benchmarks" / "heldout" / name,
-                      ROOT / "benchmarks" / "dev" / name]
+        candidates = [Path(name), *(folder / name for folder in SPLIT_FOLDERS.values())]
         found = next((c for c in candidates if (c / "concept.toml").is_file()), None)
         if found is None:
             raise UserError(f"--concepts {name}: no concept folder there, in examples/, benchmarks/heldout/ or "
@@ -121,9 +123,7 @@ def resolve_concepts(names: list[str]) -> list[Path]:
 def split_of(name: str) -> str:
     """"examples", "held-out" or "dev": the split a concept belongs to (examples/, benchmarks/heldout/ or
     benchmarks/dev/), by name."""
-    if (ROOT / "examples" / name).is_dir():
-        return "examples"
-    return "dev" if (ROOT / "benchmarks" / "dev" / name).is_dir() else "held-out"
+    return next((split for split, folder in SPLIT_FOLDERS.items() if (folder / name).is_dir()), "held-out")
 
 
 def condition_rows(cells: list[dict], conditions: list[str], metrics, labels) -> tuple[dict, list[str]]:
@@ -282,7 +282,7 @@ class Study:
         plot.png (one panel per metric, all concepts) under OUT/<study>/. With `baseline`, also each condition's
         paired difference from it (same concept, seed and sampling seeds), mean with a 95% bootstrap interval."""
         groups = {"all concepts": cells}
-        for split in ("examples", "held-out", "dev"):
+        for split in SPLIT_FOLDERS:
             part = [c for c in cells if split_of(c["concept"]) == split]
             if part and len(part) < len(cells):
                 groups[f"{split} only"] = part

@@ -457,6 +457,7 @@ def test_method_selection_keeps_the_best_kept_look_and_pairs_by_hand(tmp_path, c
     def run(method, concept, score, success=None):
         d = tmp_path / "abl" / "runs" / f"{concept}-{method}-s0"
         d.mkdir(parents=True)
+        (d / "learned_embeds.safetensors").write_bytes(b"")  # a finished run (seed_agreement.find_runs)
         (d / "selection.json").write_text(json.dumps({"score": score, "select_by": "look", "step": 100}))
         if success is not None:
             cells = tmp_path / "abl" / "cells"
@@ -479,6 +480,7 @@ def test_method_selection_keeps_the_best_kept_look_and_pairs_by_hand(tmp_path, c
     # within lego: a second seed of a_x scoring higher is chosen over seed 0, and seed 0 (lower) not over seed 1
     d = tmp_path / "abl" / "runs" / "a_x-lego-s1"
     d.mkdir()
+    (d / "learned_embeds.safetensors").write_bytes(b"")
     (d / "selection.json").write_text(json.dumps({"score": 0.75, "select_by": "look", "step": 50}))
     (tmp_path / "abl" / "cells" / "a_x-lego-1.json").write_text(json.dumps(
         {"concept": "a_x", "method": "lego", "seed": 1, "success": 0.6, "clean": 0.3, "leakage": 0.0}))
