@@ -137,8 +137,9 @@ def cell_config(method: str, seed: int, args):
     from lego_inversion.config import InversionConfig
 
     steps = {"steps": args.steps} if args.steps is not None else {}
-    return InversionConfig(**(args.set | steps | {"method": method, "seed": seed, "validation_images": 1,
-                                                   "validation_steps": 5}))
+    # one small validation grid per run (the look judge has its own `select_steps`); --set may override it
+    return InversionConfig(**({"validation_images": 1, "validation_steps": 5} | args.set | steps
+                              | {"method": method, "seed": seed}))
 
 
 def train_missing(jobs: list[tuple[Path, str, int]], args) -> None:

@@ -27,7 +27,7 @@ import tiny_models
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = dict(steps=6, checkpoint_every=2, validation_steps=1, validation_images=1)
-LOOK = dict(select_every=2, select_by="look", select_subjects="cube,sphere", select_images=2, **FAST)
+LOOK = dict(select_every=2, select_by="look", select_subjects="cube,sphere", select_images=2, select_steps=1, **FAST)
 
 
 class ScriptedJudge:
@@ -43,7 +43,7 @@ class ScriptedJudge:
 
 
 def test_config_rejects_bad_look_values():
-    for bad in ({"select_by": "vibes"}, {"select_images": 0}):
+    for bad in ({"select_by": "vibes"}, {"select_images": 0}, {"select_steps": 0}, {"select_steps": True}):
         with pytest.raises(UserError, match="select"):
             InversionConfig(**bad)
 
@@ -76,6 +76,24 @@ def test_look_images_share_noise_across_seeds_and_use_the_runs_tokens(tiny_sd, c
     assert not torch.equal(a.selector.latents[0], a.selector.latents[1])
     assert a.selector.prompts == [f"a photo of a sphere that is {a.internal['<melted>']}"] * 2
     assert a.internal["<melted>"] != b.internal["<melted>"]
+
+
+def test_the_judge_draws_with_select_steps_and_the_grid_with_validation_steps(tiny_sd, concept_dir, tmp_path,
+                                                                              monkeypatch):
+    """The judged images and the validation grid are separate draws, each with its own sampler steps."""
+    monkeypatch.setattr(judges, "load_judge", lambda *a, **k: ScriptedJudge([0.0] * 4))
+    backbone = load_backbone(str(tiny_sd))
+    calls = []
+    sample = backbone.sample
+    monkeypatch.setattr(backbone, "sample", lambda prompts, latents, num_inference_steps, **k: (
+        calls.append((len(prompts), num_inference_steps)), sample(prompts, latents, num_inference_steps, **k))[1])
+    config = InversionConfig(**(LOOK | {"select_steps": 3, "validation_steps": 2}))
+    run = InversionRun(load_concept(concept_dir), backbone, config, tmp_path / "o")
+    run.selector.offer(run)
+    run.validate()
+    # the initializer's score when the run is built, the offer (2 images each: select_images × 1 subject), the grid
+    assert calls == [(2, 3), (2, 3), (1, 2)]
+    assert InversionConfig().resolved({}).select_steps == 25  # off the toy world: as many as the grid
 
 
 def test_select_subjects_that_are_all_the_exemplars_own_are_an_error(tiny_sd, concept_dir, tmp_path, monkeypatch):

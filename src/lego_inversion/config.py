@@ -29,7 +29,7 @@ SELECT_BY = ("exemplars", "look")
 MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr_schedule": "constant",
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
-                  "select_by": "exemplars", "select_subjects": "", "ema_decay": 0.0,
+                  "select_by": "exemplars", "select_subjects": "", "select_steps": 25, "ema_decay": 0.0,
                   "rewind": 0.0}
 
 
@@ -124,6 +124,9 @@ class InversionConfig:
         None, "select_by look: comma-separated subjects to judge the look on, never your final targets (the "
         "exemplar's own subject is left out); empty: the concept's [validation] subjects; None: the model's (empty)")
     select_images: int = option(4, "select_by look: images per select subject at each scoring")
+    select_steps: int | None = option(
+        None, "select_by look: sampler steps for each judged image (a cheaper draw is a noisier judge; "
+        "docs/inversion_quality.md (af)); None: the model's (25)")
     race_steps: int = option(
         0, "several --seed with --select-by look: every seed trains to step N, then only the one whose look score so "
         "far is best (ties: the lower seed) trains on, per concept folder and method; the others stop there, "
@@ -207,6 +210,8 @@ class InversionConfig:
             raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
         if self.select_images < 1:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
+        if self.select_steps is not None and (isinstance(self.select_steps, bool) or int(self.select_steps) < 1):
+            raise UserError(f"select_steps must be at least 1, not {self.select_steps}")
         if self.subject_warmup is not None and int(self.subject_warmup) < 0:
             raise UserError(f"subject_warmup must be >= 0, not {self.subject_warmup}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:

@@ -125,7 +125,7 @@ class LookSelector(Selector):
     @torch.no_grad()
     def score(self, run) -> float:
         with run.autocast():
-            images = run.backbone.sample(self.prompts, self.latents, num_inference_steps=run.config.validation_steps)
+            images = run.backbone.sample(self.prompts, self.latents, num_inference_steps=run.config.select_steps)
         return sum(self.judge(images, self.subjects)) / len(images)
 
 

@@ -143,6 +143,12 @@ def test_missing_cells_are_trained_together_and_saved_cells_are_skipped(tmp_path
     assert kw["resume"] is True
     args.steps = None  # the model's default steps, resolved when the run is built
     assert bench.cell_config("ti", 0, args).steps is None
+    # the cells' small validation grids yield to --set, and the look judge keeps the model's sampler steps
+    cfg = bench.cell_config("ti", 0, args)
+    assert (cfg.validation_steps, cfg.select_steps) == (5, None)
+    args.set = {"validation_steps": 9, "select_steps": 12, "seed": 3}
+    cfg = bench.cell_config("lego", 1, args)
+    assert (cfg.validation_steps, cfg.select_steps, cfg.seed, cfg.method) == (9, 12, 1, "lego")
 
 
 def test_excite_words_name_the_target_and_the_concept_as_lego_evaluate_does():
