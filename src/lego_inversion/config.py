@@ -126,7 +126,7 @@ class InversionConfig:
     select_images: int = option(4, "select_by look: images per select subject at each scoring")
     select_steps: int | None = option(
         None, "select_by look: sampler steps for each judged image (a cheaper draw is a noisier judge; "
-        "docs/inversion_quality.md (af)); None: the model's (25)")
+        "docs/inversion_quality.md (af)); None: the model's (25; the toy model's 5)")
     race_steps: int = option(
         0, "several --seed with --select-by look: every seed trains to step N, then only the one whose look score so "
         "far is best (ties: the lower seed) trains on, per concept folder and method; the others stop there, "
