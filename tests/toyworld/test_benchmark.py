@@ -290,6 +290,13 @@ def test_lever_screen_report_pairs_each_setting_with_the_baseline_by_hand(tmp_pa
     row = next(line for line in table.split("Split dev")[1].splitlines() if line.startswith("| min60 |"))
     assert row.split("|")[6].strip().startswith("+1.00")  # paired with defaults_dev, not with defaults_ex
     assert report.main([str(tmp_path / "nowhere")]) == 2
+    # pooled over ex + dev: min60 has no ex folder, so only bs4 (ex only) and min60 (dev only) are left out
+    assert "| bs4 |" not in report.pooled(tmp_path, "defaults", "lego", ["ex", "dev"])
+    cell("min60_ex", "a_x", 0, 0.25)  # a_x: 0.25 − 0.5; b_y has no min60 cell; d_w (dev): 1.0 − 0.0
+    row = next(line for line in report.pooled(tmp_path, "defaults", "lego", ["ex", "dev"]).splitlines()
+               if line.startswith("| min60 |"))
+    cols = [c.strip() for c in row.split("|")[1:-1]]
+    assert cols[1] == "2" and cols[2].startswith("+0.375 [-0.250, +1.000]")  # mean of −0.25 and +1.0
 
 
 def test_toy_encoder_pack_round_trip_through_transformers(tmp_path):
