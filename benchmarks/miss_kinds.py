@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import sys
 import tomllib
 from pathlib import Path
@@ -33,12 +34,18 @@ def kind(pred: dict, truth: dict) -> str:
     return "no concept" if pred["concept"] == "none" else "another concept"
 
 
+@functools.cache
+def truth_of(name: str) -> tuple[str, dict]:
+    """A concept's split and its concept.toml `[toyworld]` ground truth, by name."""
+    split = split_of(name)
+    return split, tomllib.loads((SPLIT_FOLDERS[split] / name / "concept.toml").read_text())["toyworld"]
+
+
 def tally(cells: dict[tuple[str, int], dict]) -> dict[str, dict[str, collections.Counter]]:
     """split -> concept -> Counter of kinds (and "other:<concept>" for each other concept read)."""
     out: dict[str, dict[str, collections.Counter]] = collections.defaultdict(dict)
     for (name, _seed), cell in sorted(cells.items()):
-        split = split_of(name)
-        truth = tomllib.loads((SPLIT_FOLDERS[split] / name / "concept.toml").read_text())["toyworld"]
+        split, truth = truth_of(name)
         counts = out[split].setdefault(name, collections.Counter())
         for pred in cell["predictions"]:
             k = kind(pred, truth)
