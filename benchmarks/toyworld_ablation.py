@@ -175,7 +175,8 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
         gen = load_generator(args.model, [run])
         prompts = with_prompts(data["prompts"]["with"], tgt, gen.expand_prompt("{concept}"),
                                where=f"{example / 'concept.toml'}: prompts.with")
-    images, metrics, preds = read_images(gen, prompts, tgt, truth, seed, args, oracle, **excite)
+    guide = {} if method in PLAIN else {"concept_guidance_scale": args.concept_guidance}
+    images, metrics, preds = read_images(gen, prompts, tgt, truth, seed, args, oracle, **excite, **guide)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)
     return {"concept": example.name, "method": method, "seed": seed, "prompts": sorted(set(prompts)), **metrics,
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
+    ap.add_argument("--concept-guidance", type=float, default=None,
+                    help="learned methods: concept guidance scale (lego generate --concept-guidance-scale; default: "
+                         "the model's)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--images", type=int, default=6, help="images per target subject")
     ap.add_argument("--targets", nargs="*", default=["ball", "star", "bear"])

@@ -62,6 +62,10 @@ def register(subparsers) -> None:
     g.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
     g.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's own)")
+    g.add_argument("--concept-guidance-scale", type=float, default=None,
+                   help="guide the learned concept tokens at this scale and the rest of the prompt at "
+                        "--guidance-scale (guidance.py; 1.5x the sampling time; default: the model's, off unless its "
+                        "lego_inversion.json sets concept_guidance_scale)")
     g.add_argument("--negative-prompt", default=None,
                    help="what classifier-free guidance steers away from instead of the empty prompt; needs a "
                         "guidance scale above 1, and the SD / SDXL pipelines (LDM-256 and the toy model have none) "
@@ -234,7 +238,8 @@ def run_generate(args) -> int:
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
     images = gen.generate(prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                           batch_size=args.batch_size, negative_prompt=args.negative_prompt,
-                          progress=not args.no_progress, excite=words, excite_settings=excite)
+                          progress=not args.no_progress, excite=words, excite_settings=excite,
+                          concept_guidance_scale=args.concept_guidance_scale)
     concepts, method, extra = tuple(gen.concepts) or about, _method(gen), {}
     if excite is not None:  # the paper's baseline for a plain prompt; "<method>+attend-excite" on learned concepts
         from .attend_excite import METHOD

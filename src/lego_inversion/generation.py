@@ -33,6 +33,7 @@ from .attend_excite import ExciteSettings, attend_and_excite, token_positions
 from .backbones import Backbone, load_backbone, resolve_model
 from .errors import UserError
 from .formats import LearnedConcept, load_learned
+from .guidance import check_scales, concept_free_prompts, concept_guidance
 from .manifest import MANIFEST, ImageRecord, read_manifest, write_manifest
 from .prompts import fill, placeholders
 
@@ -162,14 +163,17 @@ class ConceptGenerator:
     def generate(self, prompts: list[str], seeds: list[int], num_inference_steps: int = 50,
                  guidance_scale: float | None = None, batch_size: int = 4, progress: bool = True,
                  resolution: int | None = None, negative_prompt: str | None = None, excite=None,
-                 excite_settings: ExciteSettings | None = None) -> list:
+                 excite_settings: ExciteSettings | None = None, concept_guidance_scale: float | None = None) -> list:
         """One PIL image per (prompt, seed) pair. With `excite` (words for every prompt, or a list of words per
         prompt) the pipeline runs Attend-and-Excite (`attend_excite`, Chefer et al. 2023) on those words;
-        `self.excite_log` then holds each batch's per-step losses."""
+        `self.excite_log` then holds each batch's per-step losses. `concept_guidance_scale` guides the learned
+        concepts' tokens at their own scale (`guidance.py`; default: the model's, off unless its
+        lego_inversion.json sets it)."""
         if len(prompts) != len(seeds):
             raise UserError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         expanded = [self.expand_prompt(p) for p in prompts]
         positions = self.excite_positions(prompts, excite) if excite is not None else None  # fails before work
+        concept_scale, scale = self.concept_scale(concept_guidance_scale, guidance_scale, excite is not None)
         settings = excite_settings or ExciteSettings()
         self.excite_log = []
         if not progress:  # the pipeline's own per-step bar too
@@ -184,9 +188,33 @@ class ConceptGenerator:
                     exciter = stack.enter_context(attend_and_excite(self.backbone, positions[chunk], settings,
                                                                     latents.shape))
                     self.excite_log.append(exciter.log)
+                if concept_scale is not None:
+                    free = concept_free_prompts(expanded[chunk], self.concept_tokens)
+                    stack.enter_context(concept_guidance(self.backbone, free, scale, concept_scale))
                 images += self.backbone.sample(expanded[chunk], latents, num_inference_steps=num_inference_steps,
                                                guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         return images
+
+    @property
+    def concept_tokens(self) -> list[str]:
+        """The loaded concepts' concept tokens (not their subject tokens): what concept guidance guides."""
+        return [t for c in self.concepts.values() for t in c.tokens]
+
+    def concept_scale(self, given: float | None, guidance_scale: float | None,
+                      excite: bool) -> tuple[float | None, float]:
+        """(the concept guidance scale to apply, or None for plain guidance; the guidance scale). Given without
+        a learned concept, or with Attend-and-Excite, it is an error; the model's default is then left off."""
+        scale = self.backbone.default_guidance_scale if guidance_scale is None else guidance_scale
+        where = "--concept-guidance-scale"
+        if given is not None and not self.concepts:
+            raise UserError(f"{where} guides learned concept tokens; load one with --concept or leave {where} out")
+        if given is not None and excite:
+            raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of them")
+        value = given if given is not None else self.backbone.default_concept_guidance_scale
+        if value is None or not self.concepts or excite:
+            return None, scale
+        check_scales(scale, value, where)
+        return (None if value == scale else value), scale
 
 
 def default_model(concepts: Sequence[LearnedConcept]) -> str | None:

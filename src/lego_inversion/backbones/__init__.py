@@ -32,6 +32,9 @@ TOY_MODEL = "toy"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 SETTINGS_FILE = "lego_inversion.json"  # optional per-model defaults, e.g. {"guidance_scale": 3.0}
+# lego_inversion.json keys that set a Backbone attribute (the others are config.MODEL_DEFAULTS keys)
+BACKBONE_SETTINGS = {"guidance_scale": "default_guidance_scale", "learning_rate": "default_learning_rate",
+                     "concept_guidance_scale": "default_concept_guidance_scale"}
 
 __all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone", "quiet_progress_bars", "resolve_model"]
 
@@ -61,14 +64,18 @@ def from_pipeline(pipe, model_id: str | None = None) -> Backbone:
     settings = Path(str(model_id or "")) / SETTINGS_FILE
     if model_id and settings.is_file():
         values = read_document(settings, fix="it holds the model's defaults, e.g. {\"guidance_scale\": 3.0}")
-        backbone.default_guidance_scale = float(values.get("guidance_scale", backbone.default_guidance_scale))
-        backbone.default_learning_rate = float(values.get("learning_rate", backbone.default_learning_rate))
         from ..config import MODEL_DEFAULTS
 
-        unknown = sorted(set(values) - {"guidance_scale", "learning_rate", *MODEL_DEFAULTS})
+        unknown = sorted(set(values) - {*BACKBONE_SETTINGS, *MODEL_DEFAULTS})
         if unknown:
-            raise UserError(f"{settings}: unknown key {unknown[0]!r}; known: guidance_scale, learning_rate, "
+            raise UserError(f"{settings}: unknown key {unknown[0]!r}; known: {', '.join(BACKBONE_SETTINGS)}, "
                             f"{', '.join(MODEL_DEFAULTS)}")
+        for key, attribute in BACKBONE_SETTINGS.items():
+            if key in values:
+                value = values[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UserError(f"{settings}: {key} must be a number, not {value!r}")
+                setattr(backbone, attribute, float(value))
         backbone.inversion_defaults = {k: v for k, v in values.items() if k in MODEL_DEFAULTS}
     return backbone
 

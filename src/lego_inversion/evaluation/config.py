@@ -67,6 +67,7 @@ class GenerationConfig:
     model: str | None = None  # base model; None: each concept folder's `base_model`
     num_inference_steps: int = 50
     guidance_scale: float | None = None
+    concept_guidance_scale: float | None = None  # learned methods only (guidance.py); None: the model's default
     batch_size: int = 4
     dtype: str = "float32"
 
@@ -77,6 +78,8 @@ class GenerationConfig:
             raise UserError(f"generation.num_inference_steps = {self.num_inference_steps}: use >= 1")
         if int(self.batch_size) < 1:
             raise UserError(f"generation.batch_size = {self.batch_size}: use a positive integer")
+        if self.concept_guidance_scale is not None and not float(self.concept_guidance_scale) >= 0:
+            raise UserError(f"generation.concept_guidance_scale = {self.concept_guidance_scale}: use a scale >= 0")
 
 
 @dataclass

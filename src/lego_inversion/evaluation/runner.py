@@ -56,11 +56,13 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
             bar = tqdm(mine, desc=f"generate {concept}/{method} [{state.process_index}]", unit="batch",
                        disable=not progress, position=state.process_index)
             for batch in bar:
-                excite = {"excite": [r.extra["excite"] for r in batch]} if method == EXCITE_METHOD else {}
+                extra = {"excite": [r.extra["excite"] for r in batch]} if method == EXCITE_METHOD else {}
+                if folders:
+                    extra["concept_guidance_scale"] = cfg.generation.concept_guidance_scale
                 images = gen.generate([r.prompt for r in batch], [r.seed for r in batch],
                                       num_inference_steps=cfg.generation.num_inference_steps,
                                       guidance_scale=cfg.generation.guidance_scale, batch_size=bs, progress=False,
-                                      **excite)
+                                      **extra)
                 for r, im in zip(batch, images):
                     atomic_save_image(r.path, im)
                     made += 1
