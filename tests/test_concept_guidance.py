@@ -1,0 +1,157 @@
+"""Concept guidance (guidance.py): the hooked UNet's output against the two-term guidance computed by hand on every
+backbone, the pipelines' [unconditional; conditional] order it relies on, generation's switch, and its errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lego_inversion.backbones import load_backbone
+from lego_inversion.cli import main
+from lego_inversion.errors import UserError
+from lego_inversion.generation import load_generator
+from lego_inversion.guidance import concept_free_prompts, concept_guidance
+
+BEAR = "a photo of a bear that is {frozen}"
+
+
+@pytest.fixture(scope="module")
+def backbones(tiny_sd, tmp_path_factory):
+    from lego_inversion.testing import build_tiny_ldm, build_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("guidance-models")
+    return {"sd": str(tiny_sd), "sdxl": str(build_tiny_sdxl(root / "sdxl")), "ldm": str(build_tiny_ldm(root / "ldm"))}
+
+
+def test_concept_free_prompts_drop_every_concept_token_and_tidy_the_spaces():
+    tokens = ["<melted>", "<melted_1>", "<ice>"]
+    assert concept_free_prompts(["a <melted> <melted_1> ball", "a <ice>-covered bear", "a cat"], tokens) == \
+        ["a ball", "a -covered bear", "a cat"]
+    assert concept_free_prompts(["a <melted> ball"], []) == ["a <melted> ball"]
+
+
+def _call_kwargs(backbone, cond: dict, batch: int) -> dict:
+    """The UNet kwargs of a pipeline's guided call (SDXL nests text_embeds and time_ids in added_cond_kwargs)."""
+    kwargs = {"encoder_hidden_states": cond["encoder_hidden_states"]}
+    if "text_embeds" in cond:
+        side = backbone.resolution
+        kwargs["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"],
+                                       "time_ids": backbone.time_ids(side, side, 2 * batch)}
+    return kwargs
+
+
+def _eps(backbone, sample, t, kwargs):
+    return backbone.unet(sample, t, **kwargs).sample
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "ldm"])
+def test_the_hooked_call_gives_the_two_term_guidance_computed_by_hand(backbones, kind):
+    """eps(∅) + s(eps(p∖c) − eps(∅)) + s_c(eps(p) − eps(p∖c)), from three plain UNet calls, equals the pipeline's
+    guidance step applied to the hooked call's output; the unconditional half is left alone."""
+    backbone = load_backbone(backbones[kind])
+    # a row unlike any word, so the concept term is not small
+    backbone.add_tokens(["<melted>"], [[3.0 * slot.init_vector("melted") for slot in backbone.slots]])
+    prompts = ["a photo of a <melted> ball", "a <melted> red cube"]
+    free = concept_free_prompts(prompts, ["<melted>"])
+    assert free == ["a photo of a ball", "a red cube"]
+    with torch.no_grad():
+        enc = {name: backbone.encode_text(backbone.tokenize(p)) for name, p in
+               [("uncond", ["", ""]), ("cond", prompts), ("free", free)]}
+    both = {k: torch.cat([enc["uncond"][k], enc["cond"][k]]) for k in enc["cond"]}
+    sample = torch.randn(backbone.latent_shape(4, backbone.resolution), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    s, s_c = 3.0, 7.0
+    with torch.no_grad():
+        plain = _eps(backbone, sample, t, _call_kwargs(backbone, both, 2))
+        eps_u, eps_c = plain[:2], plain[2:]
+        free_kwargs = _call_kwargs(backbone, enc["free"], 1)
+        eps_s = _eps(backbone, sample[2:], t, free_kwargs)
+        expected = eps_u + s * (eps_s - eps_u) + s_c * (eps_c - eps_s)
+        with concept_guidance(backbone, free, s, s_c):
+            hooked = _eps(backbone, sample, t, _call_kwargs(backbone, both, 2))
+    assert torch.equal(hooked[:2], eps_u)
+    guided = hooked[:2] + s * (hooked[2:] - hooked[:2])
+    torch.testing.assert_close(guided, expected, rtol=1e-4, atol=1e-5)
+    assert (eps_c - eps_s).abs().max() > 1e-3  # the concept term is there to be scaled
+    with torch.no_grad():  # the hook is gone after the block
+        assert torch.equal(_eps(backbone, sample, t, _call_kwargs(backbone, both, 2)), plain)
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "ldm"])
+def test_each_pipeline_guides_with_the_unconditional_half_first(backbones, kind):
+    """The hook rewrites the second half of the pipeline's UNet batch: check that it is the prompts' conditioning."""
+    backbone = load_backbone(backbones[kind])
+    prompts = ["a photo of a ball", "a red cube"]
+    with torch.no_grad():
+        cond = backbone.encode_text(backbone.tokenize(prompts))["encoder_hidden_states"]
+    seen = []
+    handle = backbone.unet.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs.get("encoder_hidden_states", args[2] if len(args) > 2
+                                                            else None)), with_kwargs=True)
+    try:
+        latents = torch.randn(backbone.latent_shape(2, backbone.resolution))
+        backbone.pipe.set_progress_bar_config(disable=True)
+        backbone.sample(prompts, latents, num_inference_steps=1, guidance_scale=3.0)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0].shape[0] == 4
+    torch.testing.assert_close(seen[0][2:].float(), cond.float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_sd, melted_run, frozen_run):
+    return load_generator(str(tiny_sd), [melted_run, frozen_run])
+
+
+def _image(gen, prompt=BEAR, **kw):
+    return np.asarray(gen.generate([prompt], seeds=[3], num_inference_steps=2, progress=False, guidance_scale=3.0,
+                                   **kw)[0], dtype=np.int16)
+
+
+def test_generation_guides_the_concept_only_when_asked(gen):
+    """Same prompt and seed: at the guidance scale it is the pipeline's own guidance (the same image); at another
+    scale the image changes; a prompt without concept tokens is its own concept-free prompt."""
+    plain = _image(gen)
+    assert gen.backbone.default_concept_guidance_scale is None
+    assert np.array_equal(_image(gen, concept_guidance_scale=3.0), plain)
+    assert not np.array_equal(_image(gen, concept_guidance_scale=8.0), plain)
+    word = "a photo of a bear that is frozen"
+    assert np.abs(_image(gen, word, concept_guidance_scale=8.0) - _image(gen, word)).max() <= 1
+
+
+def test_a_model_folder_sets_the_default(tiny_sd, melted_run, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    (model / "lego_inversion.json").write_text(json.dumps({"guidance_scale": 3.0, "concept_guidance_scale": 8.0}))
+    with_default = load_generator(str(model), [melted_run])
+    plain = load_generator(str(tiny_sd), [melted_run])
+    prompt = "a photo of a {melted} bear"
+    assert with_default.backbone.default_concept_guidance_scale == 8.0
+    assert np.array_equal(_image(with_default, prompt), _image(plain, prompt, concept_guidance_scale=8.0))
+    (model / "lego_inversion.json").write_text(json.dumps({"concept_guidance_scale": "strong"}))
+    with pytest.raises(UserError, match=r"lego_inversion\.json: concept_guidance_scale must be a number"):
+        load_backbone(str(model))
+
+
+def test_concept_guidance_is_refused_where_it_cannot_act(gen, tiny_sd):
+    with pytest.raises(UserError, match="guidance scale 1"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=1.0, concept_guidance_scale=5.0, progress=False)
+    with pytest.raises(UserError, match="must be >= 0"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=3.0, concept_guidance_scale=-1.0, progress=False)
+    with pytest.raises(UserError, match="load one with --concept"):
+        load_generator(str(tiny_sd), []).generate(["a bear"], seeds=[0], concept_guidance_scale=5.0, progress=False)
+    with pytest.raises(UserError, match="--attend-and-excite"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=3.0, concept_guidance_scale=5.0, excite=["bear"],
+                     progress=False)
+
+
+def test_lego_generate_refuses_it_in_one_line_and_writes_nothing(tiny_sd, melted_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["generate", "--concept", str(melted_run), "--prompt", "a {melted} bear", "--out", str(out),
+                 "--model", str(tiny_sd), "--guidance-scale", "1", "--concept-guidance-scale", "5",
+                 "--steps", "1", "--num-images", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--concept-guidance-scale" in err[0] and "Traceback" not in err[0]
+    assert not out.exists() or not any(out.iterdir())
