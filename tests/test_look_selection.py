@@ -55,7 +55,8 @@ def test_look_keeps_the_best_rows_ties_to_the_later_and_leaves_training_alone(ti
     picked = invert(concept_dir, tmp_path / "picked", InversionConfig(**LOOK), model=str(tiny_sd), progress=False)
     # the exemplar's own subject ("cube") is never judged; each subject gets select_images images
     assert judge.calls == [["sphere", "sphere"]] * 4
-    assert json.loads((picked / "selection.json").read_text()) == {"select_by": "look", "step": 4, "score": 0.75}
+    assert json.loads((picked / "selection.json").read_text()) == {"select_by": "look", "step": 4, "score": 0.75,
+                                                                    "kept_steps": [4]}
     # the kept rows are the step-4 rows of the same training: a 4-step run without selection ends on them
     four = invert(concept_dir, tmp_path / "four", InversionConfig(**(FAST | {"steps": 4})), model=str(tiny_sd),
                   progress=False)

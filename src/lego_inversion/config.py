@@ -30,7 +30,7 @@ MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
                   "select_by": "exemplars", "select_subjects": "", "select_steps": 25, "ema_decay": 0.0,
-                  "rewind": 0.0}
+                  "rewind": 0.0, "select_average": 1}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -104,6 +104,11 @@ class InversionConfig:
         None, "every K steps (and at step 0) score the learned rows (--select-by) and keep the best; the results "
         "hold the best rows, not the last (docs/inversion_quality.md (g), (o), (p)); 0: off, the last rows; None: the "
         "model's (0); methods that fine-tune the UNet never select")
+    select_average: int | None = option(
+        None, "with --select-every: the results hold the mean of the K best-scored rows of the run (a soup of one "
+        "run's checkpoints, Wortsman et al. 2022), not the best alone, whose lead over the next is often under one "
+        "judged image (docs/inversion_quality.md (aj)); --rewind still goes back to the best; 1: the best rows; "
+        "None: the model's (1)")
     ema_decay: float | None = option(
         None, "average the learned rows over the steps, exponentially with this decay d (Polyak averaging, "
         "bias-corrected as Adam's moments; the last 1/(1-d) steps weigh most): --select-every scores the average, "
@@ -193,6 +198,8 @@ class InversionConfig:
         if (self.select_every is not None and int(self.select_every) < 0) or self.select_draws < 1:
             raise UserError(f"select_every must be >= 0 (0: off) and select_draws >= 1, not {self.select_every} "
                             f"and {self.select_draws}")
+        if self.select_average is not None and (isinstance(self.select_average, bool) or int(self.select_average) < 1):
+            raise UserError(f"select_average must be at least 1 (1: the best rows), not {self.select_average}")
         if self.select_by is not None and self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {SELECT_BY}, not {self.select_by!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:

@@ -2,7 +2,9 @@
 
     selector = make_selector(run)        # ExemplarSelector or LookSelector (`select_by`); scores the initial rows
     selector.offer(run)                  # score the current rows; keep a copy if they beat the best so far
-    selector.restore(run)                # put the best rows back (the trainer does this before saving results)
+    selector.restore(run)                # put the best rows back (`rewind`)
+    selector.restore_kept(run)           # put back what the results keep: the best rows, or with `select_average`
+                                         # K > 1 the mean of the K best-scored ones (the trainer, before saving)
     selector.trails_by(score)            # how far an offered score is behind the best (`rewind`, loop.py)
 
 `select_by = "exemplars"` (ExemplarSelector): the denoising part of Eq. 3 (concept batch + subject batch) on fixed
@@ -23,7 +25,13 @@ With `rewind` d > 0, an offer that trails the best by at least d sends training 
 (trainer.InversionRun.rewind): the walk of the remaining steps starts again from the best point, with fresh Adam
 moments and the run's next draws, rather than going on from a worse one.
 
-The best rows, their score and step travel in the checkpoint, so a resumed run selects as an uninterrupted one.
+With `select_average` K > 1 the selector also keeps the K best-scored rows offered (ties: the later rows), and the
+results hold their mean: a uniform soup of one run's checkpoints (Wortsman et al., ICML 2022; across seeds,
+averaging.py). Why: the best look score leads the next one by less than one judged image in most runs
+(docs/inversion_quality.md (aj)), so which checkpoint is "best" is partly the judge's noise.
+
+The best rows, their score and step (and the K kept) travel in the checkpoint, so a resumed run selects as an
+uninterrupted one.
 Only learned rows are kept: methods that fine-tune the UNet do not select.
 """
 
@@ -45,10 +53,16 @@ class Selector:
 
     higher_is_better = False
 
-    def __init__(self, run):
+    def __init__(self, run, average: int = 1):
         worst = -math.inf if self.higher_is_better else math.inf
+        self.average = average
         self.state = {"select/score": torch.tensor([worst]), "select/step": torch.tensor([-1.0])}
         self.state |= {f"select/{k}": p.detach().clone() for k, p in run.params.items()}
+        if average > 1:  # the K best (`select_average`); the best alone stays in the keys above
+            self.state |= {"select/pool/score": torch.full([average], worst),
+                           "select/pool/step": torch.full([average], -1.0)}
+            self.state |= {f"select/pool/{k}": p.detach().clone().expand(average, *p.shape).clone()
+                           for k, p in run.params.items()}
         self.offer(run)  # the initializer is a candidate too
 
     @property
@@ -62,9 +76,12 @@ class Selector:
     def score(self, run) -> float:
         raise NotImplementedError
 
-    def beats_best(self, score: float) -> bool:
+    def beats(self, score: float, other: float) -> bool:
         """Lower losses win outright (ties keep the earlier rows); higher looks win ties (the later rows)."""
-        return score >= self.best_score if self.higher_is_better else score < self.best_score
+        return score >= other if self.higher_is_better else score < other
+
+    def beats_best(self, score: float) -> bool:
+        return self.beats(score, self.best_score)
 
     def trails_by(self, score: float) -> float:
         """How far `score` is behind the best so far (>= 0; 0 when it is the best)."""
@@ -78,16 +95,51 @@ class Selector:
             self.state["select/step"].fill_(run.step)
             for k, p in run.params.items():
                 self.state[f"select/{k}"].copy_(p.detach())
+        if self.average > 1:
+            self._pool(run, score)
         return score
+
+    def _pool(self, run, score: float) -> None:
+        """Put the rows among the K kept: in an empty slot, else in place of the worst kept if they beat it (among
+        equally worst rows, the one a tie would lose: the earliest for looks, the latest for losses)."""
+        scores, steps = self.state["select/pool/score"], self.state["select/pool/step"]
+        empty = (steps < 0).nonzero()
+        if len(empty):
+            slot = int(empty[0])
+        else:
+            worst = scores.min() if self.higher_is_better else scores.max()
+            tied = (scores == worst).nonzero().flatten()
+            slot = int(tied[steps[tied].argmin() if self.higher_is_better else steps[tied].argmax()])
+            if not self.beats(score, float(worst)):
+                return
+        scores[slot], steps[slot] = score, run.step
+        for k, p in run.params.items():
+            self.state[f"select/pool/{k}"][slot].copy_(p.detach())
+
+    @property
+    def kept_steps(self) -> list[int]:
+        """The steps whose rows the results hold, in order."""
+        if self.average == 1:
+            return [self.best_step]
+        return sorted(int(s) for s in self.state["select/pool/step"] if s >= 0)
 
     @torch.no_grad()
     def restore(self, run) -> None:
         for k, p in run.params.items():
             p.copy_(self.state[f"select/{k}"])
 
+    @torch.no_grad()
+    def restore_kept(self, run) -> None:
+        """The rows the results hold: the best, or the mean of the K best-scored (`select_average`)."""
+        if self.average == 1:
+            return self.restore(run)
+        filled = self.state["select/pool/step"] >= 0
+        for k, p in run.params.items():
+            p.copy_(self.state[f"select/pool/{k}"][filled].mean(0))
+
 
 class ExemplarSelector(Selector):
-    def __init__(self, run, draws: int):
+    def __init__(self, run, draws: int, average: int = 1):
         seed, device = run.config.seed + SELECT_STREAM, run.backbone.device
         own = {"choices": torch.Generator().manual_seed(seed), "noise": torch.Generator(device).manual_seed(seed)}
         training, run.generators = run.generators, own
@@ -95,7 +147,7 @@ class ExemplarSelector(Selector):
             self.draws = [run.draw() for _ in range(draws)]
         finally:
             run.generators = training
-        super().__init__(run)
+        super().__init__(run, average)
 
     @torch.no_grad()
     def score(self, run) -> float:
@@ -114,13 +166,13 @@ class LookSelector(Selector):
 
     higher_is_better = True
 
-    def __init__(self, run, judge, subjects: list[str], images: int):
+    def __init__(self, run, judge, subjects: list[str], images: int, average: int = 1):
         self.judge, self.subjects = judge, [s for s in subjects for _ in range(images)]
         self.prompts = run.concept_prompts(self.subjects)
         shape = run.backbone.latent_shape(1, run.resolution)
         self.latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(LOOK_SEED + i))
                                   for i in range(len(self.prompts))])
-        super().__init__(run)
+        super().__init__(run, average)
 
     @torch.no_grad()
     def score(self, run) -> float:
@@ -135,7 +187,7 @@ def make_selector(run) -> Selector | None:
     if not cfg.select_every or cfg.finetunes_unet:
         return None
     if cfg.select_by == "exemplars":
-        return ExemplarSelector(run, cfg.select_draws)
+        return ExemplarSelector(run, cfg.select_draws, cfg.select_average)
     from . import judges
 
     where = str(run.spec.root / "concept.toml")
@@ -145,4 +197,4 @@ def make_selector(run) -> Selector | None:
                     "--select-by look to judge by VQA on the concept's questions", where)
         return None
     judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where)
-    return LookSelector(run, judge, run.select_subjects(), cfg.select_images)
+    return LookSelector(run, judge, run.select_subjects(), cfg.select_images, cfg.select_average)

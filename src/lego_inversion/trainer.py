@@ -330,8 +330,8 @@ class InversionRun:
                                     self.scheduler, self.generators, self.scaler)
 
     def save_results(self) -> None:
-        if self.selector is not None:  # the best rows, not the last
-            self.selector.restore(self)
+        if self.selector is not None:  # the best rows (or the mean of the K best), not the last
+            self.selector.restore_kept(self)
         elif self.ema is not None:
             self.ema.copy_to(self.params, self.step)
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
@@ -342,7 +342,8 @@ class InversionRun:
         if self.selector is not None:
             atomic_write_json(self.out_dir / SELECTION_FILE, {"select_by": self.config.select_by,
                                                               "step": self.selector.best_step,
-                                                              "score": self.selector.best_score})
+                                                              "score": self.selector.best_score,
+                                                              "kept_steps": self.selector.kept_steps})
 
     @property
     def finished(self) -> bool:
