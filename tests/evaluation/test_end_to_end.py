@@ -11,6 +11,16 @@ from lego_inversion.backbones import resolve_model
 from lego_inversion.evaluation import scoring
 
 
+def test_concept_guidance_reaches_the_learned_methods_only(tmp_path, tiny, fake_generation):
+    cfg = write_config(tmp_path, tiny)
+    assert run_cli(["evaluate", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--metrics", "clip",
+                    "--concept-guidance", "6"]) == 0
+    gens = [c for c in fake_generation if "prompts" in c]
+    learned = {c["concept_guidance_scale"] for c in gens if c["concepts"]}
+    plain = {c["concept_guidance_scale"] for c in gens if not c["concepts"]}
+    assert learned == {6.0} and plain == {None}
+
+
 def test_generate_score_report(tmp_path, tiny, fake_generation):
     cfg = write_config(tmp_path, tiny)
     out = tmp_path / "out"

@@ -57,7 +57,7 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
                        disable=not progress, position=state.process_index)
             for batch in bar:
                 extra = {"excite": [r.extra["excite"] for r in batch]} if method == EXCITE_METHOD else {}
-                if folders:
+                if folders and cfg.generation.concept_guidance_scale is not None:
                     extra["concept_guidance_scale"] = cfg.generation.concept_guidance_scale
                 images = gen.generate([r.prompt for r in batch], [r.seed for r in batch],
                                       num_inference_steps=cfg.generation.num_inference_steps,
