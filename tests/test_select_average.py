@@ -14,16 +14,13 @@ from lego_inversion.config import InversionConfig
 from lego_inversion.errors import UserError
 from lego_inversion.selection import ExemplarSelector, LookSelector
 from lego_inversion.trainer import invert
-from test_rewind import _twin
+from test_rewind import LOOK, _twin
 from test_selection import interrupted_and_resumed
-
-LOOK = dict(steps=6, checkpoint_every=2, validation_steps=1, validation_images=1, select_every=2, select_by="look",
-            select_subjects="sphere", select_images=1, learning_rate=1e-2)
 
 
 @pytest.fixture
 def scripted(monkeypatch):
-    """Scores read from a table by the run's step, for the look and the exemplar selectors alike."""
+    """Scores read from a table by the run's step, for the exemplar selector as for the look one (test_rewind)."""
     table = {}
     monkeypatch.setattr(judges, "load_judge", lambda *a, **k: None)
     for cls in (LookSelector, ExemplarSelector):
