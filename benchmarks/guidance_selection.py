@@ -1,0 +1,96 @@
+"""Choosing each run's concept guidance scale by selection's look judge, measured on cells already generated.
+
+    PYTHONPATH=src python3 benchmarks/guidance_selection.py --runs runs/cg45_ex/runs --examples examples \
+        --scales 3=runs/screen_st/base_ex 4.5=runs/cg45_ex 6=runs/cg6_ex [--noise-offset 10000] [--json FILE]
+
+For every run folder under --runs (`<concept>-lego-s<seed>`): its kept rows are judged as `--select-by look` judges
+them (the oracle's clean hits, the model's select subjects without the exemplar's, `select_images` each,
+`select_steps` sampler steps; selection.LookSelector) at each scale of --scales, and the best scale is chosen (ties:
+the lower scale). The noise is `LOOK_SEED + offset + i`: with offset 0 it is selection's own, on which the kept rows
+were chosen as the best at the pipeline's guidance (so their score there equals selection.json's and is biased
+upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the folder given for it
+(toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen cells are paired
+with the first scale's cells (same concept, seed and sampling noise). Docs: docs/inversion_quality.md (ai).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toyworld_ablation import bootstrap_ci, load_cells
+
+METRICS = ("success", "clean", "leakage")
+
+
+def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> list[float]:
+    """The look judge's mean score of the run's rows at each concept guidance scale."""
+    from lego_inversion import judges
+    from lego_inversion.concept import load_concept
+    from lego_inversion.config import InversionConfig
+    from lego_inversion.generation import load_generator
+    from lego_inversion.prompts import fill
+    from lego_inversion.selection import LOOK_SEED
+    from lego_inversion.trainer import DEFAULT_VALIDATION_SUBJECTS
+
+    spec = load_concept(example)
+    gen = load_generator(None, [run])
+    cfg = InversionConfig().resolved(gen.backbone.inversion_defaults)
+    subjects = [s.strip() for s in cfg.select_subjects.split(",") if s.strip()] or \
+        list(spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
+    own = {str(spec.subject_init).lower(), str(spec.toyworld.get("subject", "")).lower()}
+    judged = [s for s in subjects if s.lower() not in own for _ in range(cfg.select_images)]
+    template = spec.validation.get("prompt") or spec.prompts["with"]
+    prompts = [fill(template, {"subject": s, "concept": "{concept}"}, where="prompts.with") for s in judged]
+    judge = judges.load_judge(spec, gen.backbone.model_id, cfg.select_vqa_model, gen.backbone.device,
+                              where=str(example / "concept.toml"))
+    seeds = [LOOK_SEED + offset + i for i in range(len(prompts))]
+    out = []
+    for scale in scales:
+        images = gen.generate(prompts, seeds, num_inference_steps=cfg.select_steps, batch_size=len(prompts),
+                              progress=False, concept_guidance_scale=scale)
+        out.append(sum(judge(images, judged)) / len(images))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, required=True, help="folder of run folders <concept>-lego-s<seed>")
+    ap.add_argument("--examples", type=Path, required=True, help="the concept folders of those runs")
+    ap.add_argument("--scales", nargs="+", required=True, metavar="SCALE=CELLS_DIR",
+                    help="each candidate scale and the ablation folder of its cells; the first is the baseline")
+    ap.add_argument("--method", default="lego")
+    ap.add_argument("--noise-offset", type=int, default=10000, help="judge on noise LOOK_SEED + offset + i")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the per-run scores and choices here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    scales = [float(s.split("=", 1)[0]) for s in args.scales]
+    cells = [load_cells([Path(s.split("=", 1)[1])], args.method) for s in args.scales]
+    chosen, records = {}, {}
+    for run in sorted(p for p in args.runs.iterdir() if (p / "learned_embeds.safetensors").is_file()):
+        concept, seed = run.name.rsplit(f"-{args.method}-s", 1)
+        key = next((k for k in cells[0] if k[0] == concept and int(k[1]) == int(seed)), None)
+        if key is None or not all(key in c for c in cells):
+            continue
+        scores = judge_scores(run, args.examples / concept, scales, args.noise_offset)
+        best = max(range(len(scales)), key=lambda i: (scores[i], -i))
+        chosen[key], records[run.name] = cells[best][key], {"scores": scores, "chosen": scales[best]}
+        print(f"{run.name}: " + " ".join(f"{s:g}:{v:.2f}" for s, v in zip(scales, scores)) + f" -> {scales[best]:g}",
+              flush=True)
+    print(f"\n{len(chosen)} runs; chosen scales: " + ", ".join(
+        f"{s:g} ×{sum(r['chosen'] == s for r in records.values())}" for s in scales))
+    for m in METRICS:
+        diffs = [chosen[k][m] - cells[0][k][m] for k in sorted(chosen)]
+        print("{}: chosen − {:g}: {:+.3f} [{:+.3f}, {:+.3f}]".format(m, scales[0], *bootstrap_ci(diffs)))
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()
