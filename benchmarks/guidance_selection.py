@@ -8,9 +8,9 @@ them (the oracle's clean hits, the model's select subjects without the exemplar'
 `select_steps` sampler steps; selection.LookSelector) at each scale of --scales, and the best scale is chosen (ties:
 the lower scale). The noise is `LOOK_SEED + offset + i`: with offset 0 it is selection's own, on which the kept rows
 were chosen as the best at the pipeline's guidance (so their score there equals selection.json's and is biased
-upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the folder given for it
-(toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen cells are paired
-with the first scale's cells (same concept, seed and sampling noise). Docs: docs/inversion_quality.md (ai).
+upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the
+folder given for it (toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen
+cells are paired with the first scale's cells (same concept, seed and sampling noise). Docs: docs/inversion_quality.md (ai).
 """
 
 from __future__ import annotations
