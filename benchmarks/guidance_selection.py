@@ -10,7 +10,8 @@ the lower scale). The noise is `LOOK_SEED + offset + i`: with offset 0 it is sel
 were chosen as the best at the pipeline's guidance (so their score there equals selection.json's and is biased
 upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the
 folder given for it (toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen
-cells are paired with the first scale's cells (same concept, seed and sampling noise). Docs: docs/inversion_quality.md (ai).
+cells are paired with the first scale's cells (same concept, seed and sampling noise).
+Docs: docs/inversion_quality.md (ai).
 """
 
 from __future__ import annotations
