@@ -2,6 +2,8 @@
 
     PYTHONPATH=src python3 benchmarks/guidance_selection.py --runs runs/cg45_ex/runs --examples examples \
         --scales 3=runs/screen_st/base_ex 4.5=runs/cg45_ex 6=runs/cg6_ex [--noise-offset 10000] [--json FILE]
+        [--scores-from FILE]
+    python3 benchmarks/guidance_selection.py --pool runs/gsel_ex.json runs/gsel_dev.json
 
 For every run folder under --runs (`<concept>-lego-s<seed>`): its kept rows are judged as `--select-by look` judges
 them (the oracle's clean hits, the model's select subjects without the exemplar's, `select_images` each,
@@ -10,8 +12,9 @@ the lower scale). The noise is `LOOK_SEED + offset + i`: with offset 0 it is sel
 were chosen as the best at the pipeline's guidance (so their score there equals selection.json's and is biased
 upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the
 folder given for it (toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen
-cells are paired with the first scale's cells (same concept, seed and sampling noise).
-Docs: docs/inversion_quality.md (ai).
+cells are paired with the first scale's cells (same concept, seed and sampling noise). `--scores-from` reuses the
+judge's scores of an earlier --json instead of judging again; `--pool` pools the paired differences of several
+--json files (the splits a decision rule reads together). Docs: docs/inversion_quality.md (ai).
 """
 
 from __future__ import annotations
@@ -28,46 +31,65 @@ METRICS = ("success", "clean", "leakage")
 
 
 def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> list[float]:
-    """The look judge's mean score of the run's rows at each concept guidance scale."""
+    """The look judge's mean score of the run's rows at each concept guidance scale (selection.judge_guidance, as
+    `lego invert --select-guidance` judges, on noise LOOK_SEED + offset + i)."""
     from lego_inversion import judges
     from lego_inversion.concept import load_concept
     from lego_inversion.config import InversionConfig
     from lego_inversion.generation import load_generator
+    from lego_inversion.guidance import concept_free_prompts
     from lego_inversion.prompts import fill
-    from lego_inversion.selection import LOOK_SEED
+    from lego_inversion.selection import judge_guidance, look_latents
     from lego_inversion.trainer import DEFAULT_VALIDATION_SUBJECTS
 
     spec = load_concept(example)
     gen = load_generator(None, [run])
-    cfg = InversionConfig().resolved(gen.backbone.inversion_defaults)
+    backbone = gen.backbone
+    cfg = InversionConfig().resolved(backbone.inversion_defaults)
     subjects = [s.strip() for s in cfg.select_subjects.split(",") if s.strip()] or \
         list(spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
     own = {str(spec.subject_init).lower(), str(spec.toyworld.get("subject", "")).lower()}
     judged = [s for s in subjects if s.lower() not in own for _ in range(cfg.select_images)]
     template = spec.validation.get("prompt") or spec.prompts["with"]
-    prompts = [fill(template, {"subject": s, "concept": "{concept}"}, where="prompts.with") for s in judged]
-    judge = judges.load_judge(spec, gen.backbone.model_id, cfg.select_vqa_model, gen.backbone.device,
+    prompts = [gen.expand_prompt(fill(template, {"subject": s, "concept": "{concept}"}, where="prompts.with"))
+               for s in judged]
+    judge = judges.load_judge(spec, backbone.model_id, cfg.select_vqa_model, backbone.device,
                               where=str(example / "concept.toml"))
-    seeds = [LOOK_SEED + offset + i for i in range(len(prompts))]
-    out = []
-    for scale in scales:
-        images = gen.generate(prompts, seeds, num_inference_steps=cfg.select_steps, batch_size=len(prompts),
-                              progress=False, concept_guidance_scale=scale)
-        out.append(sum(judge(images, judged)) / len(images))
-    return out
+    backbone.pipe.set_progress_bar_config(disable=True)
+    return judge_guidance(backbone, judge, prompts, concept_free_prompts(prompts, gen.concept_tokens), judged,
+                          look_latents(backbone, len(prompts), backbone.resolution, offset),
+                          [scale / backbone.default_guidance_scale for scale in scales], cfg.select_steps)
+
+
+def summary(records: dict) -> list[str]:
+    """Paired differences, chosen − baseline, over the runs of `records` (--json's per-run entries)."""
+    lines = []
+    for m in METRICS:
+        diffs = [r["metrics"][m][0] - r["metrics"][m][1] for r in records.values()]
+        lines.append("{}: chosen − baseline: {:+.3f} [{:+.3f}, {:+.3f}]".format(m, *bootstrap_ci(diffs)))
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, required=True, help="folder of run folders <concept>-lego-s<seed>")
-    ap.add_argument("--examples", type=Path, required=True, help="the concept folders of those runs")
-    ap.add_argument("--scales", nargs="+", required=True, metavar="SCALE=CELLS_DIR",
+    ap.add_argument("--pool", nargs="+", type=Path, metavar="JSON", help="only pool these --json files' runs")
+    ap.add_argument("--runs", type=Path, help="folder of run folders <concept>-lego-s<seed>")
+    ap.add_argument("--examples", type=Path, help="the concept folders of those runs")
+    ap.add_argument("--scales", nargs="+", metavar="SCALE=CELLS_DIR",
                     help="each candidate scale and the ablation folder of its cells; the first is the baseline")
+    ap.add_argument("--scores-from", type=Path, help="a --json file whose judge scores to reuse")
     ap.add_argument("--method", default="lego")
     ap.add_argument("--noise-offset", type=int, default=10000, help="judge on noise LOOK_SEED + offset + i")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the per-run scores and choices here")
     args = ap.parse_args()
+    if args.pool:
+        records = {f"{path}:{k}": v for path in args.pool for k, v in json.loads(path.read_text()).items()}
+        print(f"{len(records)} runs from {len(args.pool)} files", *summary(records), sep="\n")
+        return
+    if not (args.runs and args.examples and args.scales):
+        ap.error("--runs, --examples and --scales are needed unless --pool")
+    earlier = json.loads(args.scores_from.read_text()) if args.scores_from else {}
     import torch
 
     torch.set_num_threads(args.threads)
@@ -79,16 +101,17 @@ def main() -> None:
         key = next((k for k in cells[0] if k[0] == concept and int(k[1]) == int(seed)), None)
         if key is None or not all(key in c for c in cells):
             continue
-        scores = judge_scores(run, args.examples / concept, scales, args.noise_offset)
+        scores = earlier[run.name]["scores"] if run.name in earlier else \
+            judge_scores(run, args.examples / concept, scales, args.noise_offset)
         best = max(range(len(scales)), key=lambda i: (scores[i], -i))
-        chosen[key], records[run.name] = cells[best][key], {"scores": scores, "chosen": scales[best]}
+        chosen[key] = cells[best][key]
+        records[run.name] = {"scores": scores, "chosen": scales[best],
+                             "metrics": {m: [cells[best][key][m], cells[0][key][m]] for m in METRICS}}
         print(f"{run.name}: " + " ".join(f"{s:g}:{v:.2f}" for s, v in zip(scales, scores)) + f" -> {scales[best]:g}",
               flush=True)
     print(f"\n{len(chosen)} runs; chosen scales: " + ", ".join(
         f"{s:g} ×{sum(r['chosen'] == s for r in records.values())}" for s in scales))
-    for m in METRICS:
-        diffs = [chosen[k][m] - cells[0][k][m] for k in sorted(chosen)]
-        print("{}: chosen − {:g}: {:+.3f} [{:+.3f}, {:+.3f}]".format(m, scales[0], *bootstrap_ci(diffs)))
+    print(*summary(records), sep="\n")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
 

@@ -74,7 +74,8 @@ def average_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         raise UserError(f"{out_dir}: exists and is not an earlier average; choose a new --out")
     vectors = mean_vectors(learned, first.all_tokens)
     names = [d.name for d in run_dirs]
-    meta = first.meta | {"averaged_from": names, "step": None, "selected_step": None, "selected_score": None}
+    meta = first.meta | {"averaged_from": names, "step": None, "selected_step": None, "selected_score": None,
+                         "concept_guidance_ratio": None}  # the members' choices were judged on their own rows
     with atomic_dir(out_dir) as tmp:
         save_learned(tmp, vectors, first.slots, meta)
         for name in (CONCEPT_FILE, "config.json"):

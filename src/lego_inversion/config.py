@@ -30,7 +30,7 @@ MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
                   "select_by": "exemplars", "select_subjects": "", "select_steps": 25, "ema_decay": 0.0,
-                  "rewind": 0.0, "select_average": 1}
+                  "rewind": 0.0, "select_average": 1, "select_guidance": ""}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -109,6 +109,11 @@ class InversionConfig:
         "run's checkpoints, Wortsman et al. 2022), not the best alone, whose lead over the next is often under one "
         "judged image (docs/inversion_quality.md (aj)); --rewind still goes back to the best; 1: the best rows; "
         "None: the model's (1)")
+    select_guidance: str | None = option(
+        None, "with --select-by look: after training, judge the kept rows at these concept guidance ratios "
+        "(comma-separated; r: generation's --concept-guidance-scale r times the guidance scale, 1: plain guidance) on "
+        "fresh noise, and record the best with the rows; generation then guides this concept at it by default "
+        "(docs/inversion_quality.md (ai)); empty: off; None: the model's (off; the toy model's 1,1.5,2)")
     ema_decay: float | None = option(
         None, "average the learned rows over the steps, exponentially with this decay d (Polyak averaging, "
         "bias-corrected as Adam's moments; the last 1/(1-d) steps weigh most): --select-every scores the average, "
@@ -200,6 +205,8 @@ class InversionConfig:
                             f"and {self.select_draws}")
         if self.select_average is not None and (isinstance(self.select_average, bool) or int(self.select_average) < 1):
             raise UserError(f"select_average must be at least 1 (1: the best rows), not {self.select_average}")
+        if self.select_guidance is not None:
+            self.guidance_ratios  # noqa: B018 (parses and checks the list)
         if self.select_by is not None and self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {SELECT_BY}, not {self.select_by!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -258,6 +265,18 @@ class InversionConfig:
     def finetunes_unet(self) -> bool:
         """DreamBooth / Custom Diffusion: trainable UNet parts, so the run cannot share a UNet call with others."""
         return self.method in ("dreambooth", "custom-diffusion")
+
+    @property
+    def guidance_ratios(self) -> list[float]:
+        """`select_guidance` as numbers (empty: off)."""
+        try:
+            ratios = [float(x) for x in (self.select_guidance or "").split(",") if x.strip()]
+        except ValueError:
+            ratios = [-1.0]
+        if any(not r >= 0 for r in ratios) or len(set(ratios)) != len(ratios):
+            raise UserError(f"select_guidance must be distinct comma-separated ratios >= 0 (e.g. 1,1.5,2), not "
+                            f"{self.select_guidance!r}")
+        return ratios
 
     @property
     def use_context_loss(self) -> bool:

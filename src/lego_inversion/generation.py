@@ -195,6 +195,17 @@ class ConceptGenerator:
                                                guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         return images
 
+    def chosen_concept_guidance(self, scale: float) -> float | None:
+        """The default concept guidance scale: the ratio the loaded runs chose (`select_guidance`) times `scale`,
+        else the model's. Runs that chose different ratios are composed with the model's, and this is logged."""
+        ratios = {c.meta.get("concept_guidance_ratio") for c in self.concepts.values()}
+        if len(ratios) > 1:
+            logger.info("the loaded concepts chose different concept guidance ratios (%s); using the model's "
+                        "guidance; pass --concept-guidance-scale to set one", ", ".join(sorted(map(str, ratios))))
+        elif ratios and (ratio := ratios.pop()) is not None:
+            return float(ratio) * scale
+        return self.backbone.default_concept_guidance_scale
+
     @property
     def concept_tokens(self) -> list[str]:
         """The loaded concepts' concept tokens (not their subject tokens): what concept guidance guides."""
@@ -203,15 +214,15 @@ class ConceptGenerator:
     def concept_scale(self, given: float | None, guidance_scale: float | None,
                       excite: bool) -> tuple[float | None, float]:
         """(the concept guidance scale to apply, or None for plain guidance; the guidance scale). Given without
-        a learned concept, or with Attend-and-Excite, it is an error; the model's default is then left off."""
+        a learned concept, with Attend-and-Excite or without guidance, it is an error; a default is then left off."""
         scale = self.backbone.default_guidance_scale if guidance_scale is None else guidance_scale
         where = "--concept-guidance-scale"
         if given is not None and not self.concepts:
             raise UserError(f"{where} guides learned concept tokens; load one with --concept or leave {where} out")
         if given is not None and excite:
             raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of them")
-        value = given if given is not None else self.backbone.default_concept_guidance_scale
-        if value is None or not self.concepts or excite:
+        value = given if given is not None else self.chosen_concept_guidance(scale)
+        if value is None or not self.concepts or excite or (given is None and scale <= 1):
             return None, scale
         check_scales(scale, value, where)
         return (None if value == scale else value), scale

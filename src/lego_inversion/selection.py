@@ -6,6 +6,7 @@
     selector.restore_kept(run)           # put back what the results keep: the best rows, or with `select_average`
                                          # K > 1 the mean of the K best-scored ones (the trainer, before saving)
     selector.trails_by(score)            # how far an offered score is behind the best (`rewind`, loop.py)
+    selector.guidance_scores(run, [1, 1.5, 2])   # LookSelector: the kept rows judged at each concept guidance ratio
 
 `select_by = "exemplars"` (ExemplarSelector): the denoising part of Eq. 3 (concept batch + subject batch) on fixed
 draws of the run's own exemplars (the same images, flips, t and ε each time: common random numbers); lower is
@@ -20,6 +21,13 @@ Why: what a user wants is the look on *new* subjects, and training can carry row
 already draws (waving on the toy model, (g)) or end on an unlucky iterate ((m)). The noise does not depend on the
 run's seed, so runs of several seeds are scored on the same images' noise and their best scores compare
 (`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, sweep.keep_best).
+
+With `select_guidance` (a LookSelector only), the rows the results keep are judged once more at the end, at each
+concept guidance ratio r (generation's `--concept-guidance-scale` r·s, s the model's guidance scale; guidance.py),
+on fresh noise (`LOOK_SEED + GUIDANCE_NOISE + i`: on selection's own noise the kept rows are the best of several
+scorings at r = 1, which would favour it); the best ratio (ties: the lower) is recorded with the rows, and generation
+uses it by default for this concept. Why: how strongly a learned look must be guided differs by concept
+(docs/inversion_quality.md (ai): the frozen look gains at 1.5-2, waving loses).
 
 With `rewind` d > 0, an offer that trails the best by at least d sends training back to the best rows
 (trainer.InversionRun.rewind): the walk of the remaining steps starts again from the best point, with fresh Adam
@@ -46,6 +54,36 @@ logger = logging.getLogger(__name__)
 
 SELECT_STREAM = 0x5E1EC7  # offset of the selection draws' seeds from the run's seed
 LOOK_SEED = 0x100C  # first noise seed of the look images (image i: LOOK_SEED + i, whatever the run's seed)
+GUIDANCE_NOISE = 10_000  # offset of the guidance choice's noise seeds from LOOK_SEED
+
+
+def look_latents(backbone, count: int, resolution: int, offset: int = 0) -> torch.Tensor:
+    """The judged images' initial noise: image i from seed LOOK_SEED + offset + i alone."""
+    shape = backbone.latent_shape(1, resolution)
+    return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(LOOK_SEED + offset + i))
+                      for i in range(count)])
+
+
+def judge_guidance(backbone, judge, prompts: list[str], free_prompts: list[str], subjects: list[str],
+                   latents: torch.Tensor, ratios: list[float], steps: int) -> list[float]:
+    """The judge's mean score of `prompts` drawn from `latents` at each concept guidance ratio r (the concept term
+    at r times the model's guidance scale; r = 1 is plain guidance); `free_prompts`: the prompts without the concept
+    tokens."""
+    import contextlib
+
+    from .guidance import concept_guidance
+
+    scale, out = backbone.default_guidance_scale, []
+    for ratio in ratios:
+        with concept_guidance(backbone, free_prompts, scale, ratio * scale) if ratio != 1 else contextlib.nullcontext():
+            images = backbone.sample(prompts, latents, num_inference_steps=steps)
+        out.append(sum(judge(images, subjects)) / len(images))
+    return out
+
+
+def best_ratio(ratios: list[float], scores: list[float]) -> float:
+    """The ratio with the best score; ties go to the lower ratio (the weaker departure from plain guidance)."""
+    return min((r for r, v in zip(ratios, scores) if v == max(scores)))
 
 
 class Selector:
@@ -169,9 +207,7 @@ class LookSelector(Selector):
     def __init__(self, run, judge, subjects: list[str], images: int, average: int = 1):
         self.judge, self.subjects = judge, [s for s in subjects for _ in range(images)]
         self.prompts = run.concept_prompts(self.subjects)
-        shape = run.backbone.latent_shape(1, run.resolution)
-        self.latents = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(LOOK_SEED + i))
-                                  for i in range(len(self.prompts))])
+        self.latents = look_latents(run.backbone, len(self.prompts), run.resolution)
         super().__init__(run, average)
 
     @torch.no_grad()
@@ -179,6 +215,23 @@ class LookSelector(Selector):
         with run.autocast():
             images = run.backbone.sample(self.prompts, self.latents, num_inference_steps=run.config.select_steps)
         return sum(self.judge(images, self.subjects)) / len(images)
+
+    def choose_guidance(self, run, ratios: list[float]) -> dict:
+        """`select_guidance`: {"ratios", "scores", "chosen"}, the run's current rows judged at each ratio and the
+        best."""
+        scores = self.guidance_scores(run, ratios)
+        return {"ratios": list(ratios), "scores": scores, "chosen": best_ratio(ratios, scores)}
+
+    @torch.no_grad()
+    def guidance_scores(self, run, ratios: list[float]) -> list[float]:
+        """The run's current rows judged at each concept guidance ratio, on fresh noise (module docstring)."""
+        from .guidance import concept_free_prompts
+
+        latents = look_latents(run.backbone, len(self.prompts), run.resolution, GUIDANCE_NOISE)
+        free = concept_free_prompts(self.prompts, [run.internal[t] for t in run.spec.tokens])
+        with run.autocast():
+            return judge_guidance(run.backbone, self.judge, self.prompts, free, self.subjects, latents, ratios,
+                                  run.config.select_steps)
 
 
 def make_selector(run) -> Selector | None:

@@ -47,7 +47,7 @@ from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weig
 from .prompts import fill
 from .run_folder import (CHECKPOINT_FILE, SELECTION_FILE, check_inputs, check_resume, open_run_folder,
                          prepare_out_dir)
-from .selection import make_selector
+from .selection import LookSelector, make_selector
 
 DEFAULT_VALIDATION_SUBJECTS = ["teddy bear"]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,6 +78,7 @@ class InversionRun:
         if config.learning_rate is None:  # the model's default; config.json records the value used
             config = dataclasses.replace(config, learning_rate=backbone.default_learning_rate)
         self.select_by_given = config.select_by is not None  # else the model's default (selection.make_selector)
+        guidance_given = bool(config.select_guidance)
         config = config.resolved(backbone.inversion_defaults)
         if config.use_context_loss:
             spec = with_context_words(spec, backbone)  # positives / negatives a concept leaves out, from WordNet
@@ -136,6 +137,14 @@ class InversionRun:
         if config.rewind and self.selector is None:
             raise UserError(f"rewind {config.rewind} goes back to the rows selection kept, and this run selects none: "
                             "add --select-every K (and --select-by), or leave --rewind out")
+        # select_guidance: the look selector judges the kept rows at the end, where guidance acts (the model's
+        # default is left off quietly elsewhere, as the model's --select-by look is)
+        can = isinstance(self.selector, LookSelector) and backbone.default_guidance_scale > 1
+        self.guidance_ratios, self.guidance_choice = (config.guidance_ratios if can else []), None
+        if guidance_given and not can:
+            raise UserError(f"select_guidance {config.select_guidance!r} judges the kept rows' look under guidance: "
+                            f"it needs --select-every K, --select-by look and a model guidance scale above 1 "
+                            f"({backbone.default_guidance_scale:g} here); leave it out")
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -259,7 +268,8 @@ class InversionRun:
                 "config": self.config.to_dict(), "concept": self.spec.to_json(), "tokens": self.spec.tokens,
                 "subject_token": self.subject_token, "slots": [s.name for s in self.backbone.slots],
                 "step": self.step, "selected_step": self.selector.best_step if self.selector else None,
-                "selected_score": self.selector.best_score if self.selector else None}
+                "selected_score": self.selector.best_score if self.selector else None,
+                "concept_guidance_ratio": self.guidance_choice["chosen"] if self.guidance_choice else None}
 
     def concept_json(self) -> dict:
         spec = self.spec
@@ -332,6 +342,8 @@ class InversionRun:
     def save_results(self) -> None:
         if self.selector is not None:  # the best rows (or the mean of the K best), not the last
             self.selector.restore_kept(self)
+        if self.guidance_ratios:
+            self.guidance_choice = self.selector.choose_guidance(self, self.guidance_ratios)
         elif self.ema is not None:
             self.ema.copy_to(self.params, self.step)
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
@@ -343,7 +355,8 @@ class InversionRun:
             atomic_write_json(self.out_dir / SELECTION_FILE, {"select_by": self.config.select_by,
                                                               "step": self.selector.best_step,
                                                               "score": self.selector.best_score,
-                                                              "kept_steps": self.selector.kept_steps})
+                                                              "kept_steps": self.selector.kept_steps}
+                              | ({"guidance": self.guidance_choice} if self.guidance_choice else {}))
 
     @property
     def finished(self) -> bool:
