@@ -96,8 +96,10 @@ def main() -> None:
     scales = [float(s.split("=", 1)[0]) for s in args.scales]
     cells = [load_cells([Path(s.split("=", 1)[1])], args.method) for s in args.scales]
     chosen, records = {}, {}
-    for run in sorted(p for p in args.runs.iterdir() if (p / "learned_embeds.safetensors").is_file()):
-        concept, seed = run.name.rsplit(f"-{args.method}-s", 1)
+    marker = f"-{args.method}-s"
+    for run in sorted(p for p in args.runs.iterdir()
+                      if marker in p.name and (p / "learned_embeds.safetensors").is_file()):
+        concept, seed = run.name.rsplit(marker, 1)
         key = next((k for k in cells[0] if k[0] == concept and int(k[1]) == int(seed)), None)
         if key is None or not all(key in c for c in cells):
             continue
