@@ -91,6 +91,21 @@ def test_selection_scores_the_average_at_each_offer(tiny_sd, concept_dir, tmp_pa
                                rtol=0, atol=1e-6)
 
 
+def test_the_results_hold_the_kept_average_not_the_last_one(tiny_sd, concept_dir, tmp_path, monkeypatch):
+    """Selection keeps the step-2 average (scripted scores); the results must be it, not the final average."""
+    from lego_inversion.selection import ExemplarSelector
+
+    monkeypatch.setattr(ExemplarSelector, "score", lambda self, run: {0: 3.0, 2: 1.0, 4: 2.0, 6: 2.0}[run.step])
+    settings = dict(select_every=2, select_draws=1)
+    _, seen, _ = _iterates(tiny_sd, concept_dir, tmp_path, **settings)
+    out = invert(concept_dir, tmp_path / "ema", InversionConfig(ema_decay=0.5, **settings, **FAST),
+                 model=str(tiny_sd), progress=False)
+    saved = load_file(out / "learned_embeds.safetensors")
+    kept = torch.stack([saved["<subj>"], saved["<melted>"]]).double()
+    torch.testing.assert_close(kept, _by_hand(seen[:2], 0.5), rtol=0, atol=1e-6)
+    assert not torch.allclose(kept, _by_hand(seen, 0.5))
+
+
 def test_a_resumed_run_averages_as_an_uninterrupted_one(tiny_sd, concept_dir, tmp_path):
     whole = invert(concept_dir, tmp_path / "whole", InversionConfig(ema_decay=0.5, **FAST), model=str(tiny_sd),
                    progress=False)

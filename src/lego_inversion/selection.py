@@ -50,6 +50,8 @@ import math
 
 import torch
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SELECT_STREAM = 0x5E1EC7  # offset of the selection draws' seeds from the run's seed
@@ -232,6 +234,20 @@ class LookSelector(Selector):
         with run.autocast():
             return judge_guidance(run.backbone, self.judge, self.prompts, free, self.subjects, latents, ratios,
                                   run.config.select_steps)
+
+
+def guidance_ratios(run, given: bool) -> list[float]:
+    """`select_guidance`'s ratios where the run can judge them: a look selector, and a model guidance scale above 1
+    for concept guidance to act on. Elsewhere a given list is an error, and the model's default is left off quietly
+    (as the model's `--select-by look` is)."""
+    cfg, scale = run.config, run.backbone.default_guidance_scale
+    if isinstance(run.selector, LookSelector) and scale > 1:
+        return cfg.guidance_ratios
+    if given:
+        raise UserError(f"select_guidance {cfg.select_guidance!r} judges the kept rows' look under guidance: it "
+                        f"needs --select-every K, --select-by look and a model guidance scale above 1 ({scale:g} "
+                        "here); leave it out")
+    return []
 
 
 def make_selector(run) -> Selector | None:

@@ -47,7 +47,7 @@ from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weig
 from .prompts import fill
 from .run_folder import (CHECKPOINT_FILE, SELECTION_FILE, check_inputs, check_resume, open_run_folder,
                          prepare_out_dir)
-from .selection import LookSelector, make_selector
+from .selection import guidance_ratios, make_selector
 
 DEFAULT_VALIDATION_SUBJECTS = ["teddy bear"]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -137,14 +137,7 @@ class InversionRun:
         if config.rewind and self.selector is None:
             raise UserError(f"rewind {config.rewind} goes back to the rows selection kept, and this run selects none: "
                             "add --select-every K (and --select-by), or leave --rewind out")
-        # select_guidance: the look selector judges the kept rows at the end, where guidance acts (the model's
-        # default is left off quietly elsewhere, as the model's --select-by look is)
-        can = isinstance(self.selector, LookSelector) and backbone.default_guidance_scale > 1
-        self.guidance_ratios, self.guidance_choice = (config.guidance_ratios if can else []), None
-        if guidance_given and not can:
-            raise UserError(f"select_guidance {config.select_guidance!r} judges the kept rows' look under guidance: "
-                            f"it needs --select-every K, --select-by look and a model guidance scale above 1 "
-                            f"({backbone.default_guidance_scale:g} here); leave it out")
+        self.guidance_ratios, self.guidance_choice = guidance_ratios(self, guidance_given), None
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -342,10 +335,10 @@ class InversionRun:
     def save_results(self) -> None:
         if self.selector is not None:  # the best rows (or the mean of the K best), not the last
             self.selector.restore_kept(self)
-        if self.guidance_ratios:
-            self.guidance_choice = self.selector.choose_guidance(self, self.guidance_ratios)
         elif self.ema is not None:
             self.ema.copy_to(self.params, self.step)
+        if self.guidance_ratios:
+            self.guidance_choice = self.selector.choose_guidance(self, self.guidance_ratios)
         vectors = self.backbone.token_vectors([self.internal[t] for t in self.tokens])
         save_learned(self.out_dir, {t: vectors[self.internal[t]] for t in self.tokens},
                      [s.name for s in self.backbone.slots], self.metadata())
