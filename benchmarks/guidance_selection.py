@@ -62,11 +62,14 @@ def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> 
 
 
 def summary(records: dict) -> list[str]:
-    """Paired differences, chosen − baseline, over the runs of `records` (--json's per-run entries)."""
+    """Means (chosen, baseline) and paired differences, chosen − baseline, over the runs of `records` (--json's
+    per-run entries)."""
     lines = []
     for m in METRICS:
-        diffs = [r["metrics"][m][0] - r["metrics"][m][1] for r in records.values()]
-        lines.append("{}: chosen − baseline: {:+.3f} [{:+.3f}, {:+.3f}]".format(m, *bootstrap_ci(diffs)))
+        chosen, base = ([r["metrics"][m][i] for r in records.values()] for i in (0, 1))
+        diffs = [a - b for a, b in zip(chosen, base)]
+        lines.append("{}: chosen {:.3f} [{:.3f}, {:.3f}], baseline {:.3f}; chosen − baseline: {:+.3f} [{:+.3f}, "
+                     "{:+.3f}]".format(m, *bootstrap_ci(chosen), sum(base) / len(base), *bootstrap_ci(diffs)))
     return lines
 
 
@@ -78,13 +81,15 @@ def main() -> None:
     ap.add_argument("--scales", nargs="+", metavar="SCALE=CELLS_DIR",
                     help="each candidate scale and the ablation folder of its cells; the first is the baseline")
     ap.add_argument("--scores-from", type=Path, help="a --json file whose judge scores to reuse")
+    ap.add_argument("--seeds", nargs="+", type=int, help="--pool: only these seeds' runs")
     ap.add_argument("--method", default="lego")
     ap.add_argument("--noise-offset", type=int, default=10000, help="judge on noise LOOK_SEED + offset + i")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the per-run scores and choices here")
     args = ap.parse_args()
     if args.pool:
-        records = {f"{path}:{k}": v for path in args.pool for k, v in json.loads(path.read_text()).items()}
+        records = {f"{path}:{k}": v for path in args.pool for k, v in json.loads(path.read_text()).items()
+                   if args.seeds is None or int(k.rsplit("-s", 1)[1]) in args.seeds}
         print(f"{len(records)} runs from {len(args.pool)} files", *summary(records), sep="\n")
         return
     if not (args.runs and args.examples and args.scales):
