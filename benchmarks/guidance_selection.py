@@ -2,8 +2,8 @@
 
     PYTHONPATH=src python3 benchmarks/guidance_selection.py --runs runs/cg45_ex/runs --examples examples \
         --scales 3=runs/screen_st/base_ex 4.5=runs/cg45_ex 6=runs/cg6_ex [--noise-offset 10000] [--json FILE]
-        [--scores-from FILE]
-    python3 benchmarks/guidance_selection.py --pool runs/gsel_ex.json runs/gsel_dev.json
+        [--scores-from FILE] [--method lego] [--cells-out DIR]
+    python3 benchmarks/guidance_selection.py --pool runs/gsel_ex.json runs/gsel_dev.json [--seeds 0 1 2]
 
 For every run folder under --runs (`<concept>-lego-s<seed>`): its kept rows are judged as `--select-by look` judges
 them (the oracle's clean hits, the model's select subjects without the exemplar's, `select_images` each,
@@ -13,8 +13,9 @@ were chosen as the best at the pipeline's guidance (so their score there equals 
 upward); the default 10000 draws fresh noise for every scale alike. The run's cell at that scale is read from the
 folder given for it (toyworld_ablation.py cells of the same runs, generated at that concept guidance), and the chosen
 cells are paired with the first scale's cells (same concept, seed and sampling noise). `--scores-from` reuses the
-judge's scores of an earlier --json instead of judging again; `--pool` pools the paired differences of several
---json files (the splits a decision rule reads together). Docs: docs/inversion_quality.md (ai).
+judge's scores of an earlier --json instead of judging again; `--cells-out` writes the chosen cells where the
+ablation summarizes them; `--pool` pools the paired differences of several --json files (the splits a decision
+rule reads together). Docs: docs/inversion_quality.md (ai).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main() -> None:
                     help="each candidate scale and the ablation folder of its cells; the first is the baseline")
     ap.add_argument("--scores-from", type=Path, help="a --json file whose judge scores to reuse")
     ap.add_argument("--seeds", nargs="+", type=int, help="--pool: only these seeds' runs")
+    ap.add_argument("--cells-out", type=Path, help="also write each run's chosen cell to CELLS_OUT/cells/, as "
+                    "toyworld_ablation.py does (running the ablation there summarizes them)")
     ap.add_argument("--method", default="lego")
     ap.add_argument("--noise-offset", type=int, default=10000, help="judge on noise LOOK_SEED + offset + i")
     ap.add_argument("--threads", type=int, default=1)
@@ -119,6 +122,12 @@ def main() -> None:
     print(f"\n{len(chosen)} runs; chosen scales: " + ", ".join(
         f"{s:g} ×{sum(r['chosen'] == s for r in records.values())}" for s in scales))
     print(*summary(records), sep="\n")
+    if args.cells_out:
+        from lego_inversion.atomic import atomic_write_json
+
+        (args.cells_out / "cells").mkdir(parents=True, exist_ok=True)
+        for (concept, seed), cell in chosen.items():
+            atomic_write_json(args.cells_out / "cells" / f"{concept}-{args.method}-{seed}.json", cell)
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
 
