@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                    help="classifier-free guidance scale (default: the model's own)")
     g.add_argument("--concept-guidance-scale", type=float, default=None,
                    help="guide the learned concept tokens at this scale and the rest of the prompt at "
-                        "--guidance-scale (guidance.py; 1.5x the sampling time; default: the ratio the run chose "
+                        "--guidance-scale (guidance.py; 1.5x the UNet passes; default: the ratio the run chose "
                         "with --select-guidance times the guidance scale, else the model's concept_guidance_scale, "
                         "else off)")
     g.add_argument("--negative-prompt", default=None,
