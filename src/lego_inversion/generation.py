@@ -167,8 +167,8 @@ class ConceptGenerator:
         """One PIL image per (prompt, seed) pair. With `excite` (words for every prompt, or a list of words per
         prompt) the pipeline runs Attend-and-Excite (`attend_excite`, Chefer et al. 2023) on those words;
         `self.excite_log` then holds each batch's per-step losses. `concept_guidance_scale` guides the learned
-        concepts' tokens at their own scale (`guidance.py`; default: the model's, off unless its
-        lego_inversion.json sets it)."""
+        concepts' tokens at their own scale (`guidance.py`; default: the ratio the runs chose, `select_guidance`,
+        times the guidance scale, else the model's, off unless its lego_inversion.json sets it)."""
         if len(prompts) != len(seeds):
             raise UserError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         expanded = [self.expand_prompt(p) for p in prompts]
