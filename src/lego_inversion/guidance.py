@@ -13,7 +13,8 @@ a sum of two guidance terms as in Composable Diffusion (Liu et al., ECCV 2022) a
 (Brooks et al., CVPR 2023, Eq. 3). At s_c = s it is the pipeline's classifier-free guidance ε(∅) + s·(ε(p) − ε(∅));
 s_c > s pushes harder along what the concept tokens add, and leaves the guidance toward the rest of the prompt (the
 subject) as it is. ε(∅) is the pipeline's unconditional (or negative-prompt) branch. It costs one more UNet pass on
-the conditional half per step: 1.5× the UNet passes.
+the conditional half per step: 1.5× the UNet passes, 1.66× the sampling time on the toy model
+(benchmarks/concept_guidance_cost.py).
 
 How it hooks in (no copy of any pipeline's loop): a forward hook on the UNet sees each classifier-free guidance
 call, whose batch is [unconditional; conditional] (every diffusers text-to-image pipeline orders it so). It runs
