@@ -40,17 +40,13 @@ def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> 
     from lego_inversion.generation import load_generator
     from lego_inversion.guidance import concept_free_prompts
     from lego_inversion.prompts import fill
-    from lego_inversion.selection import judge_guidance, look_latents
-    from lego_inversion.trainer import DEFAULT_VALIDATION_SUBJECTS
+    from lego_inversion.selection import judge_guidance, look_latents, look_subjects
 
     spec = load_concept(example)
     gen = load_generator(None, [run])
     backbone = gen.backbone
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
-    subjects = [s.strip() for s in cfg.select_subjects.split(",") if s.strip()] or \
-        list(spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
-    own = {str(spec.subject_init).lower(), str(spec.toyworld.get("subject", "")).lower()}
-    judged = [s for s in subjects if s.lower() not in own for _ in range(cfg.select_images)]
+    judged = [s for s in look_subjects(spec, cfg) for _ in range(cfg.select_images)]
     template = spec.validation.get("prompt") or spec.prompts["with"]
     prompts = [gen.expand_prompt(fill(template, {"subject": s, "concept": "{concept}"}, where="prompts.with"))
                for s in judged]

@@ -236,6 +236,20 @@ class LookSelector(Selector):
                                   run.config.select_steps)
 
 
+def look_subjects(spec, config) -> list[str]:
+    """select_by look: `select_subjects`, else the concept's validation subjects, without the exemplar's."""
+    from .trainer import DEFAULT_VALIDATION_SUBJECTS
+
+    given = [s.strip() for s in (config.select_subjects or "").split(",") if s.strip()]
+    subjects = given or list(spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
+    own = {str(spec.subject_init).lower(), str(spec.toyworld.get("subject", "")).lower()}
+    kept = [s for s in subjects if s.lower() not in own]
+    if not kept:
+        raise UserError(f"{spec.root / 'concept.toml'}: every select subject ({', '.join(subjects)}) is the "
+                        "exemplar's own; pass --select-subjects with other subjects")
+    return kept
+
+
 def guidance_ratios(run, given: bool) -> list[float]:
     """`select_guidance`'s ratios where the run can judge them: a look selector, and a model guidance scale above 1
     for concept guidance to act on. Elsewhere a given list is an error, and the model's default is left off quietly
@@ -266,4 +280,4 @@ def make_selector(run) -> Selector | None:
                     "--select-by look to judge by VQA on the concept's questions", where)
         return None
     judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where)
-    return LookSelector(run, judge, run.select_subjects(), cfg.select_images, cfg.select_average)
+    return LookSelector(run, judge, look_subjects(run.spec, cfg), cfg.select_images, cfg.select_average)

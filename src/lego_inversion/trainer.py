@@ -291,17 +291,6 @@ class InversionRun:
         subjects = self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS
         return self.concept_prompts([subjects[i % len(subjects)] for i in range(self.config.validation_images)])
 
-    def select_subjects(self) -> list[str]:
-        """select_by look: `select_subjects`, else the concept's validation subjects, without the exemplar's."""
-        given = [s.strip() for s in (self.config.select_subjects or "").split(",") if s.strip()]
-        subjects = given or list(self.spec.validation.get("subjects") or DEFAULT_VALIDATION_SUBJECTS)
-        own = {str(self.spec.subject_init).lower(), str(self.spec.toyworld.get("subject", "")).lower()}
-        kept = [s for s in subjects if s.lower() not in own]
-        if not kept:
-            raise UserError(f"{self.spec.root / 'concept.toml'}: every select subject ({', '.join(subjects)}) is the "
-                            "exemplar's own; pass --select-subjects with other subjects")
-        return kept
-
     @torch.no_grad()
     def validate(self, writer=None) -> Path:
         """A grid applying the concept to new subjects, with fixed seeds so grids are comparable over steps."""
