@@ -39,17 +39,15 @@ def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> 
     from lego_inversion.config import InversionConfig
     from lego_inversion.generation import load_generator
     from lego_inversion.guidance import concept_free_prompts
-    from lego_inversion.prompts import fill
     from lego_inversion.selection import judge_guidance, look_latents, look_subjects
+    from lego_inversion.trainer import concept_prompts
 
     spec = load_concept(example)
     gen = load_generator(None, [run])
     backbone = gen.backbone
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     judged = [s for s in look_subjects(spec, cfg) for _ in range(cfg.select_images)]
-    template = spec.validation.get("prompt") or spec.prompts["with"]
-    prompts = [gen.expand_prompt(fill(template, {"subject": s, "concept": "{concept}"}, where="prompts.with"))
-               for s in judged]
+    prompts = concept_prompts(spec, gen.expand_prompt("{concept}"), judged)
     judge = judges.load_judge(spec, backbone.model_id, cfg.select_vqa_model, backbone.device,
                               where=str(example / "concept.toml"))
     backbone.pipe.set_progress_bar_config(disable=True)
@@ -104,8 +102,8 @@ def main() -> None:
     for run in sorted(p for p in args.runs.iterdir()
                       if marker in p.name and (p / "learned_embeds.safetensors").is_file()):
         concept, seed = run.name.rsplit(marker, 1)
-        key = next((k for k in cells[0] if k[0] == concept and int(k[1]) == int(seed)), None)
-        if key is None or not all(key in c for c in cells):
+        key = (concept, int(seed))
+        if not all(key in c for c in cells):
             continue
         scores = earlier[run.name]["scores"] if run.name in earlier else \
             judge_scores(run, args.examples / concept, scales, args.noise_offset)

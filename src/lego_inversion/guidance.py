@@ -95,10 +95,9 @@ def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, c
             eps_free = module(sample[batch:], timestep, **call)
         finally:
             busy.pop()
-        eps_free = eps_free[0] if isinstance(eps_free, tuple) else eps_free.sample
+        eps_free = (eps_free[0] if isinstance(eps_free, tuple) else eps_free.sample).float()
         eps = output[0] if isinstance(output, tuple) else output.sample
-        cond = eps[batch:].float()
-        eps[batch:] = (eps_free.float() + ratio * (cond - eps_free.float())).to(eps.dtype)
+        eps[batch:] = (eps_free + ratio * (eps[batch:].float() - eps_free)).to(eps.dtype)
         return output
 
     handle = backbone.unet.register_forward_hook(hook, with_kwargs=True)

@@ -45,6 +45,7 @@ Only learned rows are kept: methods that fine-tune the UNet do not select.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -71,8 +72,6 @@ def judge_guidance(backbone, judge, prompts: list[str], free_prompts: list[str],
     """The judge's mean score of `prompts` drawn from `latents` at each concept guidance ratio r (the concept term
     at r times the model's guidance scale; r = 1 is plain guidance); `free_prompts`: the prompts without the concept
     tokens."""
-    import contextlib
-
     from .guidance import concept_guidance
 
     scale, out = backbone.default_guidance_scale, []

@@ -279,12 +279,8 @@ class InversionRun:
                 "backbone": self.backbone.kind, "slots": [s.name for s in self.backbone.slots], "step": self.step}
 
     def concept_prompts(self, subjects: list[str]) -> list[str]:
-        """The concept on each subject (the validation prompt, else the `with` prompt), with this run's tokens as
-        the shared model knows them."""
-        template = self.spec.validation.get("prompt") or self.spec.prompts["with"]
-        concept = " ".join(self.internal[t] for t in self.spec.tokens)
-        return [fill(template, {"subject": s, "concept": concept},
-                     where=f"{self.spec.root / 'concept.toml'}: validation.prompt") for s in subjects]
+        """The concept on each subject, with this run's tokens as the shared model knows them."""
+        return concept_prompts(self.spec, " ".join(self.internal[t] for t in self.spec.tokens), subjects)
 
     def validation_prompts(self) -> list[str]:
         """Prompts of the validation grid: the concept on the validation subjects in turn."""
@@ -349,6 +345,13 @@ class InversionRun:
 
         train_runs([self], progress=progress)
         return self.out_dir
+
+
+def concept_prompts(spec: ConceptSpec, concept: str, subjects: list[str]) -> list[str]:
+    """`concept` (token text) on each subject, in the concept's validation prompt, else its `with` prompt."""
+    template = spec.validation.get("prompt") or spec.prompts["with"]
+    return [fill(template, {"subject": s, "concept": concept}, where=f"{spec.root / 'concept.toml'}: validation.prompt")
+            for s in subjects]
 
 
 def build_run(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, backbone: Backbone,
