@@ -49,7 +49,7 @@ def judge_scores(run: Path, example: Path, scales: list[float], offset: int) -> 
     judged = [s for s in look_subjects(spec, cfg) for _ in range(cfg.select_images)]
     prompts = concept_prompts(spec, gen.expand_prompt("{concept}"), judged)
     judge = judges.load_judge(spec, backbone.model_id, cfg.select_vqa_model, backbone.device,
-                              where=str(example / "concept.toml"))
+                              where=str(example / "concept.toml"), look_credit=cfg.select_look_credit)
     backbone.pipe.set_progress_bar_config(disable=True)
     return judge_guidance(backbone, judge, prompts, concept_free_prompts(prompts, gen.concept_tokens), judged,
                           look_latents(backbone, len(prompts), backbone.resolution, offset),

@@ -149,6 +149,20 @@ def test_oracle_judge_counts_clean_hits_by_hand():
                      and p["appearance"] != "checkered") for p, t in zip(preds, targets)]
     assert 0 < sum(by_hand) < len(by_hand)
     assert judges.oracle_judge(truth)(images, targets) == by_hand
+    # select_look_credit: the look without a clean hit scores the credit (here the checkered ball, read by hand)
+    look = [float(p["concept"] == "melted" and p["variant"] == 1) for p in preds]
+    credited = [c if c else 0.25 * k for c, k in zip(by_hand, look)]
+    assert credited != by_hand
+    assert judges.oracle_judge(truth, 0.25)(images, targets) == credited
+
+
+def test_look_credit_is_checked_and_oracle_only(tmp_path):
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(UserError, match="select_look_credit"):
+            InversionConfig(select_look_credit=bad)
+    spec = type("Spec", (), {"toyworld": {}, "evaluation": {"questions": ["Is the {target} melted?"]}})()
+    with pytest.raises(UserError, match="select_look_credit 0.5 .*leave it 0"):
+        judges.load_judge(spec, "some/sd-model", "blip", "cpu", "x/concept.toml", look_credit=0.5)
 
 
 def _finished(folder: Path, score: float | None, by: str = "look"):

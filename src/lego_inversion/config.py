@@ -134,6 +134,10 @@ class InversionConfig:
         None, "select_by look: comma-separated subjects to judge the look on, never your final targets (the "
         "exemplar's own subject is left out); empty: the concept's [validation] subjects; None: the model's (empty)")
     select_images: int = option(4, "select_by look: images per select subject at each scoring")
+    select_look_credit: float = option(
+        0.0, "select_by look with the toy world's oracle: the score of an image that shows the look but not cleanly "
+        "(the exemplar's appearance in it, or not the prompt's subject); a clean hit scores 1. 0: clean hits only; "
+        "1: the look alone, as the VQA judge off the toy world reads it (docs/inversion_quality.md (ak))")
     select_steps: int | None = option(
         None, "select_by look: sampler steps for each judged image (a cheaper draw is a noisier judge; "
         "docs/inversion_quality.md (af)); None: the model's (25; the toy model's 5)")
@@ -222,6 +226,8 @@ class InversionConfig:
                             + ": leave rewind 0")
         if isinstance(self.race_steps, bool) or int(self.race_steps) < 0:
             raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
+        if isinstance(self.select_look_credit, bool) or not 0.0 <= self.select_look_credit <= 1.0:
+            raise UserError(f"select_look_credit must lie in [0, 1] (0: clean hits only), not {self.select_look_credit}")
         if self.select_images < 1:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.select_steps is not None and (isinstance(self.select_steps, bool) or int(self.select_steps) < 1):

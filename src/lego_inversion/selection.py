@@ -278,5 +278,6 @@ def make_selector(run) -> Selector | None:
         logger.info("%s: no [toyworld] table for the oracle, so the model's default --select-by look is off; pass "
                     "--select-by look to judge by VQA on the concept's questions", where)
         return None
-    judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where)
+    judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where,
+                              cfg.select_look_credit)
     return LookSelector(run, judge, look_subjects(run.spec, cfg), cfg.select_images, cfg.select_average)
