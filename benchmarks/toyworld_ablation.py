@@ -175,7 +175,8 @@ def run_cell(example: Path, method: str, seed: int, args, oracle) -> dict:
         gen = load_generator(args.model, [run])
         prompts = with_prompts(data["prompts"]["with"], tgt, gen.expand_prompt("{concept}"),
                                where=f"{example / 'concept.toml'}: prompts.with")
-    guide = {} if method in PLAIN else {"concept_guidance_scale": args.concept_guidance}
+    guide = {} if method in PLAIN else {"concept_guidance_scale": args.concept_guidance,
+                                        "concept_floor": args.concept_floor}
     images, metrics, preds = read_images(gen, prompts, tgt, truth, seed, args, oracle, **excite, **guide)
     save_cell_grid(Path(args.out) / "grids" / "cells" / f"{example.name}-{method}-{seed}.png", example, images,
                    per_target=args.images)
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
+    ap.add_argument("--concept-floor", type=float, default=0.0,
+                    help="learned methods: the concept term is 0 below this fraction of the noise schedule")
     ap.add_argument("--concept-guidance", type=float, default=None,
                     help="learned methods: concept guidance scale (lego generate --concept-guidance-scale; default: "
                          "the model's)")

@@ -163,7 +163,8 @@ class ConceptGenerator:
     def generate(self, prompts: list[str], seeds: list[int], num_inference_steps: int = 50,
                  guidance_scale: float | None = None, batch_size: int = 4, progress: bool = True,
                  resolution: int | None = None, negative_prompt: str | None = None, excite=None,
-                 excite_settings: ExciteSettings | None = None, concept_guidance_scale: float | None = None) -> list:
+                 excite_settings: ExciteSettings | None = None, concept_guidance_scale: float | None = None,
+                 concept_floor: float = 0.0) -> list:
         """One PIL image per (prompt, seed) pair. With `excite` (words for every prompt, or a list of words per
         prompt) the pipeline runs Attend-and-Excite (`attend_excite`, Chefer et al. 2023) on those words;
         `self.excite_log` then holds each batch's per-step losses. `concept_guidance_scale` guides the learned
@@ -188,9 +189,10 @@ class ConceptGenerator:
                     exciter = stack.enter_context(attend_and_excite(self.backbone, positions[chunk], settings,
                                                                     latents.shape))
                     self.excite_log.append(exciter.log)
-                if concept_scale is not None:
+                if concept_scale is not None or (concept_floor and self.concepts):
                     free = concept_free_prompts(expanded[chunk], self.concept_tokens)
-                    stack.enter_context(concept_guidance(self.backbone, free, scale, concept_scale))
+                    stack.enter_context(concept_guidance(self.backbone, free, scale, concept_scale or scale,
+                                                         concept_floor))
                 images += self.backbone.sample(expanded[chunk], latents, num_inference_steps=num_inference_steps,
                                                guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         return images

@@ -70,13 +70,16 @@ def _replace(kwargs: dict, free: dict, rows: slice) -> dict:
 
 
 @contextlib.contextmanager
-def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, concept_scale: float):
+def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, concept_scale: float,
+                     floor: float = 0.0):
     """Inside the block, `backbone.sample(prompts, ...)` at `guidance_scale` guides the concept at `concept_scale`
-    (module docstring); `free_prompts[i]` is prompt i without its concept tokens, in the order sampled."""
+    (module docstring); `free_prompts[i]` is prompt i without its concept tokens, in the order sampled. With `floor`
+    f > 0 the concept term is 0 at timesteps below f · T (the noise levels below a training floor, `timestep_min`)."""
     check_scales(guidance_scale, concept_scale)
     with torch.no_grad():
         free = backbone.encode_text(backbone.tokenize(free_prompts))
     ratio, batch, busy = concept_scale / guidance_scale, len(free_prompts), []
+    below = floor * backbone.noise_scheduler.config.num_train_timesteps
 
     def hook(module, args, kwargs, output):
         if busy:  # the extra pass below
@@ -97,7 +100,8 @@ def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, c
             busy.pop()
         eps_free = (eps_free[0] if isinstance(eps_free, tuple) else eps_free.sample).float()
         eps = output[0] if isinstance(output, tuple) else output.sample
-        eps[batch:] = (eps_free + ratio * (eps[batch:].float() - eps_free)).to(eps.dtype)
+        r = 0.0 if float(timestep.flatten()[0] if isinstance(timestep, torch.Tensor) else timestep) < below else ratio
+        eps[batch:] = (eps_free + r * (eps[batch:].float() - eps_free)).to(eps.dtype)
         return output
 
     handle = backbone.unet.register_forward_hook(hook, with_kwargs=True)
