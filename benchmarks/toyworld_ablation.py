@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="inversion steps per run (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="sampling guidance scale (default: the model's)")
-    ap.add_argument("--concept-floor", type=float, default=0.0,
-                    help="learned methods: the concept term is 0 below this fraction of the noise schedule")
+    ap.add_argument("--concept-floor", type=float, default=None,
+                    help="learned methods: leave the concept tokens out below this fraction of the noise schedule "
+                         "(lego generate --concept-floor; default: the model's)")
     ap.add_argument("--concept-guidance", type=float, default=None,
                     help="learned methods: concept guidance scale (lego generate --concept-guidance-scale; default: "
                          "the model's)")

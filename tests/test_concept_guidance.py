@@ -155,3 +155,94 @@ def test_lego_generate_refuses_it_in_one_line_and_writes_nothing(tiny_sd, melted
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--concept-guidance-scale" in err[0] and "Traceback" not in err[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "ldm"])
+def test_below_the_floor_the_conditional_half_is_the_concept_free_prompt(backbones, kind):
+    """With floor f, a step at t < f·T returns eps(∅) and eps(p∖c) (the prompt without the concept tokens, by a
+    plain UNet call on that prompt), and at t >= f·T the two-term guidance as without a floor, at s_c 1 and 7."""
+    backbone = load_backbone(backbones[kind])
+    backbone.add_tokens(["<melted>"], [[3.0 * slot.init_vector("melted") for slot in backbone.slots]])
+    prompts = ["a photo of a <melted> ball", "a <melted> red cube"]
+    free = concept_free_prompts(prompts, ["<melted>"])
+    with torch.no_grad():
+        enc = {name: backbone.encode_text(backbone.tokenize(p)) for name, p in
+               [("uncond", ["", ""]), ("cond", prompts), ("free", free)]}
+    both = {k: torch.cat([enc["uncond"][k], enc["cond"][k]]) for k in enc["cond"]}
+    sample = torch.randn(backbone.latent_shape(4, backbone.resolution), generator=torch.Generator().manual_seed(1))
+    low, high = torch.tensor(249), torch.tensor(250)  # the floor 0.25 of 1000 training timesteps lies between
+    with torch.no_grad():
+        eps_u = _eps(backbone, sample[:2], low, _call_kwargs(backbone, enc["uncond"], 1))
+        eps_s = _eps(backbone, sample[2:], low, _call_kwargs(backbone, enc["free"], 1))
+        calls = []
+        counter = backbone.unet.register_forward_pre_hook(lambda *a: calls.append(1))
+        for s_c in (3.0, 7.0):
+            with concept_guidance(backbone, free, 3.0, s_c, floor=0.25):
+                calls.clear()
+                hooked_low = _eps(backbone, sample, low, _call_kwargs(backbone, both, 2))
+                assert len(calls) == 1  # below the floor: no extra pass
+                hooked_high = _eps(backbone, sample, high, _call_kwargs(backbone, both, 2))
+            with concept_guidance(backbone, free, 3.0, s_c):
+                unfloored_high = _eps(backbone, sample, high, _call_kwargs(backbone, both, 2))
+            torch.testing.assert_close(hooked_low, torch.cat([eps_u, eps_s]), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(hooked_high, unfloored_high, rtol=1e-4, atol=1e-5)
+        counter.remove()
+        plain_low = _eps(backbone, sample, low, _call_kwargs(backbone, both, 2))
+    assert (plain_low[2:] - eps_s).abs().max() > 1e-3  # the concept changes the step the floor takes it out of
+
+
+def _timesteps(gen, steps=2):
+    gen.backbone.pipe.scheduler.set_timesteps(steps)
+    return [int(t) for t in gen.backbone.pipe.scheduler.timesteps]
+
+
+def test_generation_leaves_the_concept_out_below_the_floor(gen):
+    """Same prompt and seed: floor 0 is plain generation; a floor above every sampled timestep draws the concept-free
+    prompt itself (computed by hand: the prompt with the concept token taken out, generated plainly); a floor between
+    the timesteps differs from both."""
+    top, bottom = max(_timesteps(gen)), min(_timesteps(gen))
+    plain = _image(gen)
+    free_prompt = concept_free_prompts([gen.expand_prompt(BEAR)], gen.concept_tokens)[0]
+    assert free_prompt != gen.expand_prompt(BEAR)
+    assert gen.backbone.default_concept_floor == 0.0
+    assert np.array_equal(_image(gen, concept_floor=0.0), plain)
+    assert np.array_equal(_image(gen, concept_floor=(top + 1) / 1000), _image(gen, free_prompt))
+    between = _image(gen, concept_floor=(bottom + top) / 2000)
+    assert not np.array_equal(between, plain) and not np.array_equal(between, _image(gen, free_prompt))
+
+
+def test_a_model_folder_sets_the_floor(tiny_sd, melted_run, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd, model)
+    (model / "lego_inversion.json").write_text(json.dumps({"guidance_scale": 3.0, "concept_floor": 0.4}))
+    with_default = load_generator(str(model), [melted_run])
+    plain = load_generator(str(tiny_sd), [melted_run])
+    prompt = "a photo of a {melted} bear"
+    assert with_default.backbone.default_concept_floor == 0.4
+    assert np.array_equal(_image(with_default, prompt), _image(plain, prompt, concept_floor=0.4))
+    assert not np.array_equal(_image(with_default, prompt), _image(plain, prompt))
+    for bad in (1.0, -0.1, "late"):
+        (model / "lego_inversion.json").write_text(json.dumps({"concept_floor": bad}))
+        with pytest.raises(UserError, match=r"lego_inversion\.json: concept_floor"):
+            load_backbone(str(model))
+
+
+def test_the_floor_is_refused_where_it_cannot_act(gen, tiny_sd):
+    with pytest.raises(UserError, match="guidance scale 1"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=1.0, concept_floor=0.5, progress=False)
+    with pytest.raises(UserError, match=r"\[0, 1\)"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=3.0, concept_floor=1.0, progress=False)
+    with pytest.raises(UserError, match="load one with --concept"):
+        load_generator(str(tiny_sd), []).generate(["a bear"], seeds=[0], concept_floor=0.5, progress=False)
+    with pytest.raises(UserError, match="--attend-and-excite"):
+        gen.generate([BEAR], seeds=[0], guidance_scale=3.0, concept_floor=0.5, excite=["bear"], progress=False)
+
+
+def test_lego_generate_refuses_a_bad_floor_in_one_line(tiny_sd, melted_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["generate", "--concept", str(melted_run), "--prompt", "a {melted} bear", "--out", str(out),
+                 "--model", str(tiny_sd), "--concept-floor", "2", "--steps", "1", "--num-images", "1",
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--concept-floor" in err[0] and "Traceback" not in err[0]
+    assert not out.exists() or not any(out.iterdir())

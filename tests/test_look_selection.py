@@ -161,7 +161,7 @@ def test_look_credit_is_checked_and_oracle_only(tmp_path):
         with pytest.raises(UserError, match="select_look_credit"):
             InversionConfig(select_look_credit=bad)
     spec = type("Spec", (), {"toyworld": {}, "evaluation": {"questions": ["Is the {target} melted?"]}})()
-    with pytest.raises(UserError, match="select_look_credit 0.5 .*leave it 0"):
+    with pytest.raises(UserError, match=r"select_look_credit 0\.5 .*leave it 0"):
         judges.load_judge(spec, "some/sd-model", "blip", "cpu", "x/concept.toml", look_credit=0.5)
 
 

@@ -67,6 +67,10 @@ def register(subparsers) -> None:
                         "--guidance-scale (guidance.py; 1.5x the UNet passes; default: the ratio the run chose "
                         "with --select-guidance times the guidance scale, else the model's concept_guidance_scale, "
                         "else off)")
+    g.add_argument("--concept-floor", type=float, default=None,
+                   help="leave the learned concept tokens out of the steps below this fraction of the noise "
+                        "schedule, where a run trained at that --timestep-min never fitted them (guidance.py; 0: "
+                        "every step; default: the model's concept_floor, the toy model's 0.5, else 0)")
     g.add_argument("--negative-prompt", default=None,
                    help="what classifier-free guidance steers away from instead of the empty prompt; needs a "
                         "guidance scale above 1, and the SD / SDXL pipelines (LDM-256 and the toy model have none) "
@@ -240,7 +244,7 @@ def run_generate(args) -> int:
     images = gen.generate(prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                           batch_size=args.batch_size, negative_prompt=args.negative_prompt,
                           progress=not args.no_progress, excite=words, excite_settings=excite,
-                          concept_guidance_scale=args.concept_guidance_scale)
+                          concept_guidance_scale=args.concept_guidance_scale, concept_floor=args.concept_floor)
     concepts, method, extra = tuple(gen.concepts) or about, _method(gen), {}
     if excite is not None:  # the paper's baseline for a plain prompt; "<method>+attend-excite" on learned concepts
         from .attend_excite import METHOD

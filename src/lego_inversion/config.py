@@ -227,7 +227,8 @@ class InversionConfig:
         if isinstance(self.race_steps, bool) or int(self.race_steps) < 0:
             raise UserError(f"race_steps must be >= 0 (0: no race), not {self.race_steps}")
         if isinstance(self.select_look_credit, bool) or not 0.0 <= self.select_look_credit <= 1.0:
-            raise UserError(f"select_look_credit must lie in [0, 1] (0: clean hits only), not {self.select_look_credit}")
+            raise UserError(f"select_look_credit must lie in [0, 1] (0: clean hits only), not "
+                            f"{self.select_look_credit}")
         if self.select_images < 1:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.select_steps is not None and (isinstance(self.select_steps, bool) or int(self.select_steps) < 1):

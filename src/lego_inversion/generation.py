@@ -33,7 +33,7 @@ from .attend_excite import ExciteSettings, attend_and_excite, token_positions
 from .backbones import Backbone, load_backbone, resolve_model
 from .errors import UserError
 from .formats import LearnedConcept, load_learned
-from .guidance import check_scales, concept_free_prompts, concept_guidance
+from .guidance import check_floor, check_scales, concept_free_prompts, concept_guidance
 from .manifest import MANIFEST, ImageRecord, read_manifest, write_manifest
 from .prompts import fill, placeholders
 
@@ -164,17 +164,20 @@ class ConceptGenerator:
                  guidance_scale: float | None = None, batch_size: int = 4, progress: bool = True,
                  resolution: int | None = None, negative_prompt: str | None = None, excite=None,
                  excite_settings: ExciteSettings | None = None, concept_guidance_scale: float | None = None,
-                 concept_floor: float = 0.0) -> list:
+                 concept_floor: float | None = None) -> list:
         """One PIL image per (prompt, seed) pair. With `excite` (words for every prompt, or a list of words per
         prompt) the pipeline runs Attend-and-Excite (`attend_excite`, Chefer et al. 2023) on those words;
         `self.excite_log` then holds each batch's per-step losses. `concept_guidance_scale` guides the learned
         concepts' tokens at their own scale (`guidance.py`; default: the ratio the runs chose, `select_guidance`,
-        times the guidance scale, else the model's, off unless its lego_inversion.json sets it)."""
+        times the guidance scale, else the model's, off unless its lego_inversion.json sets it); `concept_floor`
+        leaves them out of the steps below that fraction of the noise schedule (default: the model's, 0 unless its
+        lego_inversion.json sets it)."""
         if len(prompts) != len(seeds):
             raise UserError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         expanded = [self.expand_prompt(p) for p in prompts]
         positions = self.excite_positions(prompts, excite) if excite is not None else None  # fails before work
         concept_scale, scale = self.concept_scale(concept_guidance_scale, guidance_scale, excite is not None)
+        floor = self.concept_floor(concept_floor, scale, excite is not None)
         settings = excite_settings or ExciteSettings()
         self.excite_log = []
         if not progress:  # the pipeline's own per-step bar too
@@ -189,10 +192,10 @@ class ConceptGenerator:
                     exciter = stack.enter_context(attend_and_excite(self.backbone, positions[chunk], settings,
                                                                     latents.shape))
                     self.excite_log.append(exciter.log)
-                if concept_scale is not None or (concept_floor and self.concepts):
+                if concept_scale is not None or floor:
                     free = concept_free_prompts(expanded[chunk], self.concept_tokens)
-                    stack.enter_context(concept_guidance(self.backbone, free, scale, concept_scale or scale,
-                                                         concept_floor))
+                    stack.enter_context(concept_guidance(self.backbone, free, scale,
+                                                         scale if concept_scale is None else concept_scale, floor))
                 images += self.backbone.sample(expanded[chunk], latents, num_inference_steps=num_inference_steps,
                                                guidance_scale=guidance_scale, negative_prompt=negative_prompt)
         return images
@@ -228,6 +231,25 @@ class ConceptGenerator:
             return None, scale
         check_scales(scale, value, where)
         return (None if value == scale else value), scale
+
+
+    def concept_floor(self, given: float | None, scale: float, excite: bool) -> float:
+        """The concept floor to apply (0: none; guidance.py). Given where it cannot act (no learned concept,
+        Attend-and-Excite, no classifier-free guidance) it is an error; the model's default is then left off."""
+        where = "--concept-floor"
+        if given is not None and given > 0:
+            if not self.concepts:
+                raise UserError(f"{where} leaves learned concept tokens out of late steps; load one with --concept "
+                                f"or leave {where} out")
+            if excite:
+                raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of "
+                                "them")
+            if not scale > 1:
+                raise UserError(f"{where} acts through classifier-free guidance, which is off at guidance scale "
+                                f"{scale:g}; pass --guidance-scale above 1 or leave {where} out")
+        value = self.backbone.default_concept_floor if given is None else given
+        check_floor(value, where)
+        return value if self.concepts and not excite and scale > 1 else 0.0
 
 
 def default_model(concepts: Sequence[LearnedConcept]) -> str | None:

@@ -1,7 +1,7 @@
 """Concept guidance: classifier-free guidance split into a subject term and a concept term.
 
     free = concept_free_prompts(prompts, tokens)        # the prompts without the learned concept tokens
-    with concept_guidance(backbone, free, guidance_scale=3.0, concept_scale=6.0):
+    with concept_guidance(backbone, free, guidance_scale=3.0, concept_scale=6.0, floor=0.5):
         images = backbone.sample(prompts, latents, guidance_scale=3.0)   # the pipeline's own __call__
 
 With p the prompt, p∖c the same prompt without the learned concept's tokens, s the guidance scale and s_c the
@@ -21,6 +21,14 @@ call, whose batch is [unconditional; conditional] (every diffusers text-to-image
 the UNet once more on the conditional half with the concept-free prompts' conditioning, and replaces the
 conditional output ε(p) by ε(p∖c) + (s_c / s)·(ε(p) − ε(p∖c)); the pipeline's own guidance step
 ε(∅) + s·(· − ε(∅)) then gives ε̂ exactly. A prompt without concept tokens is its own p∖c and is unchanged.
+
+The concept floor f (`lego generate --concept-floor`, a model's `concept_floor`): at timesteps t < f·T the concept
+term is 0, ε̂ = ε(∅) + s·(ε(p∖c) − ε(∅)), the prompt without the concept tokens; at t ≥ f·T as above. Why: a run
+trained at a noise floor (`timestep_min`) never fitted its rows below it, and the late, low-noise steps paint the
+texture and colour where an exemplar's appearance shows, while shape and pose are settled early (ProSpect, Zhang et
+al. 2023; prompt editing's `[word::when]` in artists' tools). On the toy model, at its training floor 0.5, it gains
+success and clean hits (docs/inversion_quality.md (al)). Below the floor a forward pre-hook swaps the conditional
+half's conditioning for the concept-free one, so those steps cost no extra pass.
 """
 
 from __future__ import annotations
@@ -69,21 +77,49 @@ def _replace(kwargs: dict, free: dict, rows: slice) -> dict:
     return out
 
 
+def _splice(args: tuple, kwargs: dict, free: dict, rows: slice) -> tuple[tuple, dict] | None:
+    """The whole UNet call with its conditional half's conditioning replaced by the concept-free one, or None where
+    the two do not line up (another sequence length)."""
+    args, kwargs = list(args), dict(kwargs)
+    if isinstance(kwargs.get("added_cond_kwargs"), dict):
+        kwargs["added_cond_kwargs"] = dict(kwargs["added_cond_kwargs"])
+    for key, value in free.items():
+        if key == "encoder_hidden_states" and len(args) > 2:
+            where, name = args, 2
+        elif key in kwargs:
+            where, name = kwargs, key
+        elif isinstance(kwargs.get("added_cond_kwargs"), dict) and key in kwargs["added_cond_kwargs"]:
+            where, name = kwargs["added_cond_kwargs"], key
+        else:
+            raise RuntimeError(f"concept guidance: the pipeline's UNet call has no {key!r} to replace")
+        full = where[name]
+        if full[rows].shape != value.shape:
+            return None
+        where[name] = torch.cat([full[:rows.start], value.to(full.dtype)])
+    return tuple(args), kwargs
+
+
+def check_floor(floor: float, where: str = "--concept-floor") -> None:
+    if isinstance(floor, bool) or not 0.0 <= floor < 1.0:
+        raise UserError(f"{where} is a fraction of the noise schedule in [0, 1) (0: the concept at every step), "
+                        f"not {floor}")
+
+
 @contextlib.contextmanager
 def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, concept_scale: float,
                      floor: float = 0.0):
     """Inside the block, `backbone.sample(prompts, ...)` at `guidance_scale` guides the concept at `concept_scale`
-    (module docstring); `free_prompts[i]` is prompt i without its concept tokens, in the order sampled. With `floor`
-    f > 0 the concept term is 0 at timesteps below f · T (the noise levels below a training floor, `timestep_min`)."""
+    (module docstring); `free_prompts[i]` is prompt i without its concept tokens, in the order sampled. With
+    `floor` f > 0 the concept term is 0 at timesteps below f · T (module docstring)."""
     check_scales(guidance_scale, concept_scale)
+    check_floor(floor)
     with torch.no_grad():
         free = backbone.encode_text(backbone.tokenize(free_prompts))
-    ratio, batch, busy = concept_scale / guidance_scale, len(free_prompts), []
+    ratio, batch = concept_scale / guidance_scale, len(free_prompts)
     below = floor * backbone.noise_scheduler.config.num_train_timesteps
+    state = {"busy": False, "low": False, "swapped": False}
 
-    def hook(module, args, kwargs, output):
-        if busy:  # the extra pass below
-            return None
+    def timestep_of(args, kwargs):
         sample = args[0] if args else kwargs["sample"]
         if sample.shape[0] != 2 * batch:
             raise RuntimeError(f"concept guidance expects a classifier-free guidance batch of {2 * batch}, got "
@@ -91,21 +127,41 @@ def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, c
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         if isinstance(timestep, torch.Tensor) and timestep.ndim > 0 and timestep.shape[0] == 2 * batch:
             timestep = timestep[batch:]
+        return sample, timestep
+
+    def before(module, args, kwargs):
+        if state["busy"]:  # the extra pass of `after`
+            return None
+        _, timestep = timestep_of(args, kwargs)
+        level = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        state["low"], state["swapped"] = level < below, False
+        if not state["low"]:
+            return None
+        spliced = _splice(args, kwargs, free, slice(batch, None))
+        state["swapped"] = spliced is not None
+        return spliced
+
+    def after(module, args, kwargs, output):
+        r = 0.0 if state["low"] else ratio
+        if state["busy"] or state["swapped"] or r == 1:
+            return None
+        sample, timestep = timestep_of(args, kwargs)
         call = _replace({k: v for k, v in kwargs.items() if k not in ("sample", "timestep")}
                         | ({"encoder_hidden_states": args[2]} if len(args) > 2 else {}), free, slice(batch, None))
-        busy.append(True)
+        state["busy"] = True
         try:
             eps_free = module(sample[batch:], timestep, **call)
         finally:
-            busy.pop()
+            state["busy"] = False
         eps_free = (eps_free[0] if isinstance(eps_free, tuple) else eps_free.sample).float()
         eps = output[0] if isinstance(output, tuple) else output.sample
-        r = 0.0 if float(timestep.flatten()[0] if isinstance(timestep, torch.Tensor) else timestep) < below else ratio
         eps[batch:] = (eps_free + r * (eps[batch:].float() - eps_free)).to(eps.dtype)
         return output
 
-    handle = backbone.unet.register_forward_hook(hook, with_kwargs=True)
+    handles = [backbone.unet.register_forward_pre_hook(before, with_kwargs=True),
+               backbone.unet.register_forward_hook(after, with_kwargs=True)]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()

@@ -25,11 +25,11 @@ class FakeGenerator:
         return prompt
 
     def generate(self, prompts, seeds, num_inference_steps=50, guidance_scale=None, batch_size=4, progress=True,
-                 excite=None, concept_guidance_scale=None):
+                 excite=None, concept_guidance_scale=None, concept_floor=None):
         from PIL import Image
 
         CALLS.append({"prompts": list(prompts), "seeds": list(seeds), "concepts": self.concepts, "excite": excite,
-                      "concept_guidance_scale": concept_guidance_scale})
+                      "concept_guidance_scale": concept_guidance_scale, "concept_floor": concept_floor})
         out = []
         for p, s in zip(prompts, seeds):
             noise = np.random.default_rng(s).random((24, 24, 3))  # the same noise for every method

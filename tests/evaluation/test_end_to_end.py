@@ -14,11 +14,21 @@ from lego_inversion.evaluation import scoring
 def test_concept_guidance_reaches_the_learned_methods_only(tmp_path, tiny, fake_generation):
     cfg = write_config(tmp_path, tiny)
     assert run_cli(["evaluate", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--metrics", "clip",
-                    "--concept-guidance", "6"]) == 0
+                    "--concept-guidance", "6", "--concept-floor", "0.25"]) == 0
     gens = [c for c in fake_generation if "prompts" in c]
-    learned = {c["concept_guidance_scale"] for c in gens if c["concepts"]}
-    plain = {c["concept_guidance_scale"] for c in gens if not c["concepts"]}
-    assert learned == {6.0} and plain == {None}
+    for key, value in (("concept_guidance_scale", 6.0), ("concept_floor", 0.25)):
+        learned = {c[key] for c in gens if c["concepts"]}
+        plain = {c[key] for c in gens if not c["concepts"]}
+        assert learned == {value} and plain == {None}
+
+
+def test_a_bad_concept_floor_is_one_line(tmp_path, tiny, fake_generation, capsys):
+    cfg = write_config(tmp_path, tiny)
+    code = run_cli(["evaluate", str(cfg), "--out", str(tmp_path / "out"), "--no-progress", "--metrics", "clip",
+                    "--concept-floor", "1.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "generation.concept_floor" in err[0]
+    assert not [c for c in fake_generation if "prompts" in c]
 
 
 def test_generate_score_report(tmp_path, tiny, fake_generation):

@@ -34,7 +34,8 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
 SETTINGS_FILE = "lego_inversion.json"  # optional per-model defaults, e.g. {"guidance_scale": 3.0}
 # lego_inversion.json keys that set a Backbone attribute (the others are config.MODEL_DEFAULTS keys)
 BACKBONE_SETTINGS = {"guidance_scale": "default_guidance_scale", "learning_rate": "default_learning_rate",
-                     "concept_guidance_scale": "default_concept_guidance_scale"}
+                     "concept_guidance_scale": "default_concept_guidance_scale",
+                     "concept_floor": "default_concept_floor"}
 
 __all__ = ["ADAPTERS", "Backbone", "TextSlot", "from_pipeline", "load_backbone", "quiet_progress_bars", "resolve_model"]
 
@@ -75,6 +76,10 @@ def from_pipeline(pipe, model_id: str | None = None) -> Backbone:
                 value = values[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise UserError(f"{settings}: {key} must be a number, not {value!r}")
+                if key == "concept_floor":
+                    from ..guidance import check_floor
+
+                    check_floor(value, where=f"{settings}: concept_floor")
                 setattr(backbone, attribute, float(value))
         backbone.inversion_defaults = {k: v for k, v in values.items() if k in MODEL_DEFAULTS}
     return backbone

@@ -68,6 +68,7 @@ class Backbone:
     kind = "base"
     default_guidance_scale = 7.5
     default_concept_guidance_scale: float | None = None  # guidance.py; None: plain classifier-free guidance
+    default_concept_floor = 0.0  # guidance.py: the concept tokens at every step
     negative_prompts = True  # the pipeline's __call__ takes negative_prompt
     # AdamW learning rate for the new rows when the config leaves it None: 5e-3 is the common Textual-Inversion
     # setting for CLIP text encoders; a model folder's lego_inversion.json can override it (the toy model's

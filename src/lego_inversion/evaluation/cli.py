@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--concept-guidance", type=float,
                    help="learned methods: guide the concept tokens at this scale (lego generate "
                         "--concept-guidance-scale; default: the model's)")
+    p.add_argument("--concept-floor", type=float,
+                   help="learned methods: leave the concept tokens out below this fraction of the noise schedule "
+                        "(lego generate --concept-floor; default: the model's)")
     p.add_argument("--gen-batch-size", type=int, help="images per generation batch")
     p.add_argument("--vqa-model", help="BLIP-2 checkpoint (default Salesforce/blip2-flan-t5-xl)")
     p.add_argument("--detector", help="OWLv2 / OWL-ViT / Grounding DINO checkpoint")
@@ -68,7 +71,8 @@ def build_config(args):
     top = {"targets": list(args.target) or None, "num_images": args.num_images, "seed": args.seed,
            "methods": _csv(args.methods), "metrics": _csv(args.metrics)}
     gen = {"model": args.model, "num_inference_steps": args.steps, "guidance_scale": args.guidance,
-           "concept_guidance_scale": args.concept_guidance, "batch_size": args.gen_batch_size, "dtype": args.dtype}
+           "concept_guidance_scale": args.concept_guidance, "concept_floor": args.concept_floor,
+           "batch_size": args.gen_batch_size, "dtype": args.dtype}
     models = {"vqa": args.vqa_model, "detector": args.detector, "detector_threshold": args.detector_threshold,
               "clip": args.clip_model, "dino": args.dino_model, "batch_size": args.batch_size,
               "device": args.device, "dtype": args.dtype}

@@ -68,6 +68,7 @@ class GenerationConfig:
     num_inference_steps: int = 50
     guidance_scale: float | None = None
     concept_guidance_scale: float | None = None  # learned methods only (guidance.py); None: the model's default
+    concept_floor: float | None = None  # learned methods only (guidance.py); None: the model's default
     batch_size: int = 4
     dtype: str = "float32"
 
@@ -80,6 +81,10 @@ class GenerationConfig:
             raise UserError(f"generation.batch_size = {self.batch_size}: use a positive integer")
         if self.concept_guidance_scale is not None and not float(self.concept_guidance_scale) >= 0:
             raise UserError(f"generation.concept_guidance_scale = {self.concept_guidance_scale}: use a scale >= 0")
+        if self.concept_floor is not None:
+            from ..guidance import check_floor
+
+            check_floor(self.concept_floor, where=f"generation.concept_floor = {self.concept_floor}:")
 
 
 @dataclass

@@ -59,6 +59,8 @@ def generate_missing(records: list[ImageRecord], concepts: list[ResolvedConcept]
                 extra = {"excite": [r.extra["excite"] for r in batch]} if method == EXCITE_METHOD else {}
                 if folders and cfg.generation.concept_guidance_scale is not None:
                     extra["concept_guidance_scale"] = cfg.generation.concept_guidance_scale
+                if folders and cfg.generation.concept_floor is not None:
+                    extra["concept_floor"] = cfg.generation.concept_floor
                 images = gen.generate([r.prompt for r in batch], [r.seed for r in batch],
                                       num_inference_steps=cfg.generation.num_inference_steps,
                                       guidance_scale=cfg.generation.guidance_scale, batch_size=bs, progress=False,
