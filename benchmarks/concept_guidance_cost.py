@@ -4,13 +4,17 @@
         [--steps 25] [--repeats 3] [--threads 2]
 
 Generates the same prompts and seeds with `lego generate`'s code path (ConceptGenerator.generate) at the model's
-guidance scale s, plainly and with `concept_guidance_scale` 2·s, alternating the two `--repeats` times after one
-warm-up of each, and prints the median seconds of each and their ratio. Concept guidance adds one UNet call on the
-conditional half per step (3 passes instead of 2, in two calls): on the toy model on 2 CPU threads, 8 images at 25
-steps took 1.66× plain guidance (1.27 s and 2.11 s), more than 1.5 because a call of half the batch costs more than
-half a call. One call of the three halves together measured 65.6 ms per step against 88.2 ms for the two calls
-(plain: 47.2 ms); it is not done, since it changes the concept-free pass by float rounding (up to 1.2e-6 in ε) and
-every figure of docs/inversion_quality.md (ai) was measured with two calls.
+guidance scale s, plainly and with `concept_guidance_scale` 2·s, each with no concept floor and with `concept_floor`
+0.5 (the toy model's default), alternating the four `--repeats` times after one warm-up of each, and prints the
+median seconds of each and their ratio to plain guidance. Below the floor the conditioning is swapped, no pass
+added, so the floor should cost nothing at s and make concept guidance cheaper.
+
+Concept guidance adds one UNet call on the conditional half per step (3 passes instead of 2, in two calls): on the
+toy model on 2 CPU threads, 8 images at 25 steps took 1.66× plain guidance (1.27 s and 2.11 s), more than 1.5
+because a call of half the batch costs more than half a call. One call of the three halves together measured 65.6 ms
+per step against 88.2 ms for the two calls (plain: 47.2 ms); it is not done, since it changes the concept-free pass
+by float rounding (up to 1.2e-6 in ε) and every figure of docs/inversion_quality.md (ai) was measured with two
+calls.
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ def main() -> None:
     prompts = ["a photo of a ball that is {concept}"] * args.images
     seeds = list(range(args.images))
 
-    def timed(concept_scale: float | None) -> float:
+    def timed(setting: tuple[float, float]) -> float:
         start = time.perf_counter()
         gen.generate(prompts, seeds, num_inference_steps=args.steps, batch_size=args.images, progress=False,
-                     concept_guidance_scale=concept_scale)
+                     concept_guidance_scale=setting[0], concept_floor=setting[1])
         return time.perf_counter() - start
 
-    settings = {"plain": scale, "concept guidance": 2 * scale}  # at s itself the hook is off: plain guidance
+    settings = {"plain": (scale, 0.0), "concept guidance": (2 * scale, 0.0),  # at s itself: plain guidance
+                "plain, floor 0.5": (scale, 0.5), "concept guidance, floor 0.5": (2 * scale, 0.5)}
     for value in settings.values():
         timed(value)  # warm-up
     times = {name: [] for name in settings}
@@ -54,8 +59,7 @@ def main() -> None:
             times[name].append(timed(value))
     med = {name: statistics.median(t) for name, t in times.items()}
     print(f"{args.images} images, {args.steps} steps, guidance {scale:g}, {args.threads} threads: "
-          + ", ".join(f"{name} {t:.2f} s" for name, t in med.items())
-          + f"; ratio {med['concept guidance'] / med['plain']:.2f}")
+          + ", ".join(f"{name} {t:.2f} s ({t / med['plain']:.2f}x)" for name, t in med.items()))
 
 
 if __name__ == "__main__":
