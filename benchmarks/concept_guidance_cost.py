@@ -7,7 +7,9 @@ Generates the same prompts and seeds with `lego generate`'s code path (ConceptGe
 guidance scale s, plainly and with `concept_guidance_scale` 2·s, each with no concept floor and with `concept_floor`
 0.5 (the toy model's default), alternating the four `--repeats` times after one warm-up of each, and prints the
 median seconds of each and their ratio to plain guidance. Below the floor the conditioning is swapped, no pass
-added, so the floor should cost nothing at s and make concept guidance cheaper.
+added: on the toy model on 2 CPU threads (8 images, 25 steps) plain guidance took 1.21 s, concept guidance 1.66×,
+plain guidance with the floor 1.06× (encoding the concept-free prompts and the hooks) and concept guidance with the
+floor 1.35×.
 
 Concept guidance adds one UNet call on the conditional half per step (3 passes instead of 2, in two calls): on the
 toy model on 2 CPU threads, 8 images at 25 steps took 1.66× plain guidance (1.27 s and 2.11 s), more than 1.5
