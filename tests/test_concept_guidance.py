@@ -121,18 +121,23 @@ def test_generation_guides_the_concept_only_when_asked(gen):
     assert np.abs(_image(gen, word, concept_guidance_scale=8.0) - _image(gen, word)).max() <= 1
 
 
-def test_a_model_folder_sets_the_default(tiny_sd, melted_run, tmp_path):
+@pytest.mark.parametrize("key,value,bad", [("concept_guidance_scale", 8.0, ["strong"]),
+                                           ("concept_floor", 0.4, [1.0, -0.1, "late"])])
+def test_a_model_folder_sets_the_default(tiny_sd, melted_run, tmp_path, key, value, bad):
+    """A model folder's lego_inversion.json key is generation's default: the same image as passing the value."""
     model = tmp_path / "model"
     shutil.copytree(tiny_sd, model)
-    (model / "lego_inversion.json").write_text(json.dumps({"guidance_scale": 3.0, "concept_guidance_scale": 8.0}))
+    (model / "lego_inversion.json").write_text(json.dumps({"guidance_scale": 3.0, key: value}))
     with_default = load_generator(str(model), [melted_run])
     plain = load_generator(str(tiny_sd), [melted_run])
     prompt = "a photo of a {melted} bear"
-    assert with_default.backbone.default_concept_guidance_scale == 8.0
-    assert np.array_equal(_image(with_default, prompt), _image(plain, prompt, concept_guidance_scale=8.0))
-    (model / "lego_inversion.json").write_text(json.dumps({"concept_guidance_scale": "strong"}))
-    with pytest.raises(UserError, match=r"lego_inversion\.json: concept_guidance_scale must be a number"):
-        load_backbone(str(model))
+    assert getattr(with_default.backbone, f"default_{key}") == value
+    assert np.array_equal(_image(with_default, prompt), _image(plain, prompt, **{key: value}))
+    assert not np.array_equal(_image(with_default, prompt), _image(plain, prompt))
+    for wrong in bad:
+        (model / "lego_inversion.json").write_text(json.dumps({key: wrong}))
+        with pytest.raises(UserError, match=rf"lego_inversion\.json: {key}"):
+            load_backbone(str(model))
 
 
 def test_concept_guidance_is_refused_where_it_cannot_act(gen, tiny_sd):
@@ -209,22 +214,6 @@ def test_generation_leaves_the_concept_out_below_the_floor(gen):
     assert np.array_equal(_image(gen, concept_floor=(top + 1) / 1000), _image(gen, free_prompt))
     between = _image(gen, concept_floor=(bottom + top) / 2000)
     assert not np.array_equal(between, plain) and not np.array_equal(between, _image(gen, free_prompt))
-
-
-def test_a_model_folder_sets_the_floor(tiny_sd, melted_run, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(tiny_sd, model)
-    (model / "lego_inversion.json").write_text(json.dumps({"guidance_scale": 3.0, "concept_floor": 0.4}))
-    with_default = load_generator(str(model), [melted_run])
-    plain = load_generator(str(tiny_sd), [melted_run])
-    prompt = "a photo of a {melted} bear"
-    assert with_default.backbone.default_concept_floor == 0.4
-    assert np.array_equal(_image(with_default, prompt), _image(plain, prompt, concept_floor=0.4))
-    assert not np.array_equal(_image(with_default, prompt), _image(plain, prompt))
-    for bad in (1.0, -0.1, "late"):
-        (model / "lego_inversion.json").write_text(json.dumps({"concept_floor": bad}))
-        with pytest.raises(UserError, match=r"lego_inversion\.json: concept_floor"):
-            load_backbone(str(model))
 
 
 def test_the_floor_is_refused_where_it_cannot_act(gen, tiny_sd):

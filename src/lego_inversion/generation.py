@@ -222,34 +222,30 @@ class ConceptGenerator:
         a learned concept, with Attend-and-Excite or without guidance, it is an error; a default is then left off."""
         scale = self.backbone.default_guidance_scale if guidance_scale is None else guidance_scale
         where = "--concept-guidance-scale"
-        if given is not None and not self.concepts:
-            raise UserError(f"{where} guides learned concept tokens; load one with --concept or leave {where} out")
-        if given is not None and excite:
-            raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of them")
+        if given is not None:
+            self._check_hookable(where, "guides learned concept tokens", excite)
         value = given if given is not None else self.chosen_concept_guidance(scale)
         if value is None or not self.concepts or excite or (given is None and scale <= 1):
             return None, scale
         check_scales(scale, value, where)
         return (None if value == scale else value), scale
 
-
     def concept_floor(self, given: float | None, scale: float, excite: bool) -> float:
-        """The concept floor to apply (0: none; guidance.py). Given where it cannot act (no learned concept,
-        Attend-and-Excite, no classifier-free guidance) it is an error; the model's default is then left off."""
+        """The concept floor to apply (0: none; guidance.py), by the same rules as `concept_scale`."""
         where = "--concept-floor"
-        if given is not None and given > 0:
-            if not self.concepts:
-                raise UserError(f"{where} leaves learned concept tokens out of late steps; load one with --concept "
-                                f"or leave {where} out")
-            if excite:
-                raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of "
-                                "them")
-            if not scale > 1:
-                raise UserError(f"{where} acts through classifier-free guidance, which is off at guidance scale "
-                                f"{scale:g}; pass --guidance-scale above 1 or leave {where} out")
+        if given:
+            self._check_hookable(where, "leaves learned concept tokens out of late steps", excite)
+            check_scales(scale, 0.0, where)
         value = self.backbone.default_concept_floor if given is None else given
         check_floor(value, where)
         return value if self.concepts and not excite and scale > 1 else 0.0
+
+    def _check_hookable(self, where: str, what: str, excite: bool) -> None:
+        """A given option that hooks the UNet's guided calls needs learned concepts and no Attend-and-Excite."""
+        if not self.concepts:
+            raise UserError(f"{where} {what}; load one with --concept or leave {where} out")
+        if excite:
+            raise UserError(f"{where} and --attend-and-excite both hook the UNet's denoising calls; use one of them")
 
 
 def default_model(concepts: Sequence[LearnedConcept]) -> str | None:
