@@ -6,17 +6,15 @@
 Generates the same prompts and seeds with `lego generate`'s code path (ConceptGenerator.generate) at the model's
 guidance scale s, plainly and with `concept_guidance_scale` 2·s, each with no concept floor and with `concept_floor`
 0.5 (the toy model's default), alternating the four `--repeats` times after one warm-up of each, and prints the
-median seconds of each and their ratio to plain guidance. Below the floor the conditioning is swapped, no pass
-added: on the toy model on 2 CPU threads (8 images, 25 steps) plain guidance took 1.21 s, concept guidance 1.66×,
-plain guidance with the floor 1.06× (encoding the concept-free prompts and the hooks) and concept guidance with the
-floor 1.35×.
+median seconds of each and their ratio to plain guidance.
 
-Concept guidance adds one UNet call on the conditional half per step (3 passes instead of 2, in two calls): on the
-toy model on 2 CPU threads, 8 images at 25 steps took 1.66× plain guidance (1.27 s and 2.11 s), more than 1.5
-because a call of half the batch costs more than half a call. One call of the three halves together measured 65.6 ms
-per step against 88.2 ms for the two calls (plain: 47.2 ms); it is not done, since it changes the concept-free pass
-by float rounding (up to 1.2e-6 in ε) and every figure of docs/inversion_quality.md (ai) was measured with two
-calls.
+Concept guidance adds one UNet call on the conditional half per step (3 passes instead of 2, in two calls), more than
+1.5× the time because a call of half the batch costs more than half a call; below the floor the conditioning is
+swapped and no pass is added. On the toy model on 2 CPU threads (8 images, 25 steps) plain guidance took 1.21 s,
+concept guidance 1.66×, plain guidance with the floor 1.06× (encoding the concept-free prompts, and the hooks) and
+concept guidance with the floor 1.35×. One call of the three halves together measured 65.6 ms per step against 88.2 ms
+for the two calls (plain: 47.2 ms); it is not done, since it changes the concept-free pass by float rounding (up to
+1.2e-6 in ε) and every figure of docs/inversion_quality.md (ai) was measured with two calls.
 """
 
 from __future__ import annotations

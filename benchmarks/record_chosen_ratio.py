@@ -1,14 +1,14 @@
 """Copies of finished runs that carry the concept guidance ratio `guidance_selection.py` chose for each.
 
     PYTHONPATH=src python3 benchmarks/record_chosen_ratio.py --runs runs/cg45_ex/runs --choices runs/gsel_ex.json \
-        --out runs/dfl5_ex/runs [--method lego]
+        --out runs/dfl5_ex/runs [--method lego] [--model M]
 
 Runs trained before `select_guidance` existed have no ratio in their learned file, so `lego generate` guides them
 plainly. For every run folder under --runs that --choices (guidance_selection.py's --json) judged, this copies the
-folder to --out and writes the chosen scale's ratio to the guidance scale (3 → 1, 4.5 → 1.5, 6 → 2 on the toy model)
-into the copy's learned file as `concept_guidance_ratio`, as `lego invert --select-guidance` records it; the rows are
-untouched. Regenerating the copies with `toyworld_ablation.py` then draws each run at its chosen ratio (at a floor of
-0 a copy reproduces its chosen cell exactly; docs/inversion_quality.md (al)).
+folder to --out and writes the chosen scale's ratio to the model's guidance scale (3 → 1, 4.5 → 1.5, 6 → 2 on the
+toy model) into the copy's learned file as `concept_guidance_ratio`, as `lego invert --select-guidance` records it;
+the rows are untouched. Regenerating the copies with `toyworld_ablation.py` then draws each run at its chosen ratio
+(at a floor of 0 a copy reproduces its chosen cell exactly; docs/inversion_quality.md (al)).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ def main() -> None:
     ap.add_argument("--choices", type=Path, required=True, help="guidance_selection.py's --json for those runs")
     ap.add_argument("--out", type=Path, required=True, help="where the copies go (must not exist)")
     ap.add_argument("--method", default=None, help="only runs of this method")
-    ap.add_argument("--guidance", type=float, default=3.0, help="the guidance scale the chosen scales divide by")
+    ap.add_argument("--model", default=None, help="the runs' model, whose guidance scale the chosen scales divide by "
+                    "(default: the toy model)")
     args = ap.parse_args()
     from safetensors import safe_open
 
     from lego_inversion.atomic import atomic_save_file
+    from lego_inversion.backbones import load_backbone
 
+    guidance = load_backbone(args.model).default_guidance_scale
     choices = json.loads(args.choices.read_text())
     args.out.mkdir(parents=True)
     copied = 0
@@ -42,7 +45,7 @@ def main() -> None:
         with safe_open(str(file), framework="pt") as fh:
             meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
         record = json.loads(meta["lego_inversion"])
-        record["concept_guidance_ratio"] = float(choices[run.name]["chosen"]) / args.guidance
+        record["concept_guidance_ratio"] = float(choices[run.name]["chosen"]) / guidance
         meta["lego_inversion"] = json.dumps(record)
         atomic_save_file(file, tensors, metadata=meta)
         copied += 1

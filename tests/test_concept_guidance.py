@@ -235,3 +235,20 @@ def test_lego_generate_refuses_a_bad_floor_in_one_line(tiny_sd, melted_run, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--concept-floor" in err[0] and "Traceback" not in err[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_splice_replaces_the_conditional_half_or_declines_when_the_shapes_differ():
+    """_splice puts the concept-free rows in the second half (positional or keyword, SDXL's nested text_embeds) and
+    returns None where the sequence lengths differ, so the hook falls back to the extra pass."""
+    from lego_inversion.guidance import _splice
+
+    full = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(4, 3, 2)
+    free = {"encoder_hidden_states": -torch.ones(2, 3, 2), "text_embeds": -torch.ones(2, 5)}
+    kwargs = {"added_cond_kwargs": {"text_embeds": torch.zeros(4, 5), "time_ids": torch.ones(4, 6)}}
+    args, out = _splice(("x", "t", full), kwargs, free, slice(2, None))
+    assert torch.equal(args[2][:2], full[:2]) and torch.equal(args[2][2:], free["encoder_hidden_states"])
+    assert torch.equal(out["added_cond_kwargs"]["text_embeds"][2:], free["text_embeds"])
+    assert torch.equal(out["added_cond_kwargs"]["time_ids"], kwargs["added_cond_kwargs"]["time_ids"])
+    assert torch.equal(kwargs["added_cond_kwargs"]["text_embeds"], torch.zeros(4, 5))  # the caller's dict untouched
+    longer = {"encoder_hidden_states": -torch.ones(2, 7, 2)}
+    assert _splice((), {"encoder_hidden_states": full}, longer, slice(2, None)) is None

@@ -84,7 +84,7 @@ class GenerationConfig:
         if self.concept_floor is not None:
             from ..guidance import check_floor
 
-            check_floor(self.concept_floor, where=f"generation.concept_floor = {self.concept_floor}:")
+            check_floor(self.concept_floor, where="generation.concept_floor")
 
 
 @dataclass
