@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -229,3 +230,51 @@ def test_resumed_look_run_selects_as_an_uninterrupted_one(tiny_sd, concept_dir, 
     a, b = load_file(full / "learned_embeds.safetensors"), load_file(resumed / "learned_embeds.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((full / "selection.json").read_text()) == json.loads((resumed / "selection.json").read_text())
+
+
+class RecordingJudge:
+    """Scores 0 and keeps every batch of images it is shown."""
+
+    def __init__(self):
+        self.images = []
+
+    def __call__(self, images, subjects):
+        self.images.append(torch.as_tensor(np.asarray(images)).clone())
+        return [0.0] * len(images)
+
+
+def test_select_floor_draws_the_judged_images_as_generation_would(tiny_sd, concept_dir, tmp_path, monkeypatch):
+    """A floor above every timestep draws exactly the concept-free prompts (a plain sample of them); floor 0 draws
+    the concept prompts; a floor between gives images unlike both; the guidance choice draws at the floor too."""
+    judge = RecordingJudge()
+    monkeypatch.setattr(judges, "load_judge", lambda *a, **k: judge)
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    runs = {f: InversionRun(spec, backbone, InversionConfig(**(LOOK | {"select_floor": f, "select_steps": 3})),
+                            tmp_path / str(f), alias=str(i)) for i, f in enumerate((0.0, 0.5, 0.9999))}
+    drawn = {f: judge.images[i] for i, f in enumerate(runs)}  # each run scores its initial rows once, when built
+    selector = runs[0.9999].selector
+    assert selector.free == ["a photo of a sphere that is"] * 2 and selector.prompts != selector.free
+    with torch.no_grad():
+        free = np.asarray(backbone.sample(selector.free, selector.latents, num_inference_steps=3))
+        concept = np.asarray(backbone.sample(selector.prompts, selector.latents, num_inference_steps=3))
+    assert np.array_equal(drawn[0.9999].numpy(), free) and np.array_equal(drawn[0.0].numpy(), concept)
+    assert not np.array_equal(free, concept)
+    assert not np.array_equal(drawn[0.5].numpy(), free) and not np.array_equal(drawn[0.5].numpy(), concept)
+    judge.images.clear()
+    selector.guidance_scores(runs[0.9999], [1.0, 2.0])  # below the floor the concept term is 0 at every ratio
+    assert len(judge.images) == 2 and torch.equal(judge.images[0], judge.images[1])
+
+
+def test_select_floor_is_checked_and_needs_guidance(tiny_sd, concept_dir, tmp_path, monkeypatch):
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(UserError, match="select_floor"):
+            InversionConfig(select_floor=bad)
+    assert InversionConfig().resolved({}).select_floor == 0.0
+    monkeypatch.setattr(judges, "load_judge", lambda *a, **k: ScriptedJudge([]))
+    backbone = load_backbone(str(tiny_sd))
+    monkeypatch.setattr(backbone, "default_guidance_scale", 1.0)
+    with pytest.raises(UserError, match="select_floor 0.5 acts through classifier-free guidance") as err:
+        InversionRun(load_concept(concept_dir), backbone, InversionConfig(**(LOOK | {"select_floor": 0.5})),
+                     tmp_path / "o")
+    assert "\n" not in str(err.value)

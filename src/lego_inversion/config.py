@@ -30,7 +30,7 @@ MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
                   "select_by": "exemplars", "select_subjects": "", "select_steps": 25, "ema_decay": 0.0,
-                  "rewind": 0.0, "select_average": 1, "select_guidance": ""}
+                  "rewind": 0.0, "select_average": 1, "select_guidance": "", "select_floor": 0.0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -138,6 +138,10 @@ class InversionConfig:
         0.0, "select_by look with the toy world's oracle: the score of an image that shows the look but not cleanly "
         "(the exemplar's appearance in it, or not the prompt's subject); a clean hit scores 1. 0: clean hits only; "
         "1: the look alone, as the VQA judge off the toy world reads it (docs/inversion_quality.md (ak))")
+    select_floor: float | None = option(
+        None, "select_by look: the concept floor of the judged images (generation's --concept-floor; guidance.py), "
+        "so the judge sees the look as generation draws it (docs/inversion_quality.md (am)); 0: the concept tokens at "
+        "every step; None: the model's (0)")
     select_steps: int | None = option(
         None, "select_by look: sampler steps for each judged image (a cheaper draw is a noisier judge; "
         "docs/inversion_quality.md (af)); None: the model's (25; the toy model's 5)")
@@ -229,6 +233,10 @@ class InversionConfig:
         if isinstance(self.select_look_credit, bool) or not 0.0 <= self.select_look_credit <= 1.0:
             raise UserError(f"select_look_credit must lie in [0, 1] (0: clean hits only), not "
                             f"{self.select_look_credit}")
+        if self.select_floor is not None:
+            from .guidance import check_floor
+
+            check_floor(self.select_floor, where="select_floor")
         if self.select_images < 1:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.select_steps is not None and (isinstance(self.select_steps, bool) or int(self.select_steps) < 1):

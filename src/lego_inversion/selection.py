@@ -22,6 +22,9 @@ already draws (waving on the toy model, (g)) or end on an unlucky iterate ((m)).
 run's seed, so runs of several seeds are scored on the same images' noise and their best scores compare
 (`lego invert --seed 0 1 2` then keeps the best run as `<concept>-<method>-best`, sweep.keep_best).
 
+With `select_floor` f > 0 the judged images are drawn with generation's concept floor f (guidance.py: no concept
+tokens below f·T), so a run is judged on the images `lego generate --concept-floor f` would draw from its rows.
+
 With `select_guidance` (a LookSelector only), the rows the results keep are judged once more at the end, at each
 concept guidance ratio r (generation's `--concept-guidance-scale` r·s, s the model's guidance scale; guidance.py),
 on fresh noise (`LOOK_SEED + GUIDANCE_NOISE + i`: on selection's own noise the kept rows are the best of several
@@ -52,6 +55,7 @@ import math
 import torch
 
 from .errors import UserError
+from .guidance import concept_free_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +71,25 @@ def look_latents(backbone, count: int, resolution: int, offset: int = 0) -> torc
                       for i in range(count)])
 
 
-def judge_guidance(backbone, judge, prompts: list[str], free_prompts: list[str], subjects: list[str],
-                   latents: torch.Tensor, ratios: list[float], steps: int) -> list[float]:
-    """The judge's mean score of `prompts` drawn from `latents` at each concept guidance ratio r (the concept term
-    at r times the model's guidance scale; r = 1 is plain guidance); `free_prompts`: the prompts without the concept
-    tokens."""
+def judged_guidance(backbone, free_prompts: list[str], ratio: float = 1.0, floor: float = 0.0):
+    """The context the judged images are drawn in: the concept term at `ratio` times the model's guidance scale and
+    no concept tokens below `floor` · T (guidance.py); plain guidance (no hook) at ratio 1, floor 0."""
     from .guidance import concept_guidance
 
-    scale, out = backbone.default_guidance_scale, []
+    if ratio == 1 and floor == 0:
+        return contextlib.nullcontext()
+    scale = backbone.default_guidance_scale
+    return concept_guidance(backbone, free_prompts, scale, ratio * scale, floor)
+
+
+def judge_guidance(backbone, judge, prompts: list[str], free_prompts: list[str], subjects: list[str],
+                   latents: torch.Tensor, ratios: list[float], steps: int, floor: float = 0.0) -> list[float]:
+    """The judge's mean score of `prompts` drawn from `latents` at each concept guidance ratio r (the concept term
+    at r times the model's guidance scale; r = 1 is plain guidance) and concept floor `floor`; `free_prompts`: the
+    prompts without the concept tokens."""
+    out = []
     for ratio in ratios:
-        with concept_guidance(backbone, free_prompts, scale, ratio * scale) if ratio != 1 else contextlib.nullcontext():
+        with judged_guidance(backbone, free_prompts, ratio, floor):
             images = backbone.sample(prompts, latents, num_inference_steps=steps)
         out.append(sum(judge(images, subjects)) / len(images))
     return out
@@ -208,12 +221,13 @@ class LookSelector(Selector):
     def __init__(self, run, judge, subjects: list[str], images: int, average: int = 1):
         self.judge, self.subjects = judge, [s for s in subjects for _ in range(images)]
         self.prompts = run.concept_prompts(self.subjects)
+        self.free = concept_free_prompts(self.prompts, [run.internal[t] for t in run.spec.tokens])
         self.latents = look_latents(run.backbone, len(self.prompts), run.resolution)
         super().__init__(run, average)
 
     @torch.no_grad()
     def score(self, run) -> float:
-        with run.autocast():
+        with run.autocast(), judged_guidance(run.backbone, self.free, floor=run.config.select_floor):
             images = run.backbone.sample(self.prompts, self.latents, num_inference_steps=run.config.select_steps)
         return sum(self.judge(images, self.subjects)) / len(images)
 
@@ -226,13 +240,10 @@ class LookSelector(Selector):
     @torch.no_grad()
     def guidance_scores(self, run, ratios: list[float]) -> list[float]:
         """The run's current rows judged at each concept guidance ratio, on fresh noise (module docstring)."""
-        from .guidance import concept_free_prompts
-
         latents = look_latents(run.backbone, len(self.prompts), run.resolution, GUIDANCE_NOISE)
-        free = concept_free_prompts(self.prompts, [run.internal[t] for t in run.spec.tokens])
         with run.autocast():
-            return judge_guidance(run.backbone, self.judge, self.prompts, free, self.subjects, latents, ratios,
-                                  run.config.select_steps)
+            return judge_guidance(run.backbone, self.judge, self.prompts, self.free, self.subjects, latents, ratios,
+                                  run.config.select_steps, run.config.select_floor)
 
 
 def look_subjects(spec, config) -> list[str]:
@@ -278,6 +289,9 @@ def make_selector(run) -> Selector | None:
         logger.info("%s: no [toyworld] table for the oracle, so the model's default --select-by look is off; pass "
                     "--select-by look to judge by VQA on the concept's questions", where)
         return None
+    if cfg.select_floor and not run.backbone.default_guidance_scale > 1:
+        raise UserError(f"select_floor {cfg.select_floor:g} acts through classifier-free guidance, which is off at "
+                        f"this model's guidance scale {run.backbone.default_guidance_scale:g}; leave it out")
     judge = judges.load_judge(run.spec, run.backbone.model_id, cfg.select_vqa_model, run.backbone.device, where,
                               cfg.select_look_credit)
     return LookSelector(run, judge, look_subjects(run.spec, cfg), cfg.select_images, cfg.select_average)
