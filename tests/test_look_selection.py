@@ -274,7 +274,7 @@ def test_select_floor_is_checked_and_needs_guidance(tiny_sd, concept_dir, tmp_pa
     monkeypatch.setattr(judges, "load_judge", lambda *a, **k: ScriptedJudge([]))
     backbone = load_backbone(str(tiny_sd))
     monkeypatch.setattr(backbone, "default_guidance_scale", 1.0)
-    with pytest.raises(UserError, match="select_floor 0.5 acts through classifier-free guidance") as err:
+    with pytest.raises(UserError, match=r"select_floor 0\.5 acts through classifier-free guidance") as err:
         InversionRun(load_concept(concept_dir), backbone, InversionConfig(**(LOOK | {"select_floor": 0.5})),
                      tmp_path / "o")
     assert "\n" not in str(err.value)
