@@ -55,7 +55,7 @@ import math
 import torch
 
 from .errors import UserError
-from .guidance import concept_free_prompts
+from .guidance import concept_free_prompts, concept_guidance
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ def look_latents(backbone, count: int, resolution: int, offset: int = 0) -> torc
 def judged_guidance(backbone, free_prompts: list[str], ratio: float = 1.0, floor: float = 0.0):
     """The context the judged images are drawn in: the concept term at `ratio` times the model's guidance scale and
     no concept tokens below `floor` · T (guidance.py); plain guidance (no hook) at ratio 1, floor 0."""
-    from .guidance import concept_guidance
-
     if ratio == 1 and floor == 0:
         return contextlib.nullcontext()
     scale = backbone.default_guidance_scale
