@@ -38,6 +38,7 @@ import re
 
 import torch
 
+from .backbones.base import each_row_once
 from .errors import UserError
 
 
@@ -113,7 +114,7 @@ def concept_guidance(backbone, free_prompts: list[str], guidance_scale: float, c
     `floor` f > 0 the concept term is 0 at timesteps below f · T (module docstring)."""
     check_scales(guidance_scale, concept_scale)
     check_floor(floor)
-    with torch.no_grad():
+    with torch.no_grad(), each_row_once([slot.encoder for slot in backbone.slots]):
         free = backbone.encode_text(backbone.tokenize(free_prompts))
     ratio, batch = concept_scale / guidance_scale, len(free_prompts)
     below = floor * backbone.noise_scheduler.config.num_train_timesteps

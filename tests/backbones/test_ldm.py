@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_helpers import FAST, assert_only_new_rows_changed, make_concept, snapshot
+from backbone_helpers import FAST, assert_each_prompt_encoded_once, assert_only_new_rows_changed, make_concept, snapshot
 from safetensors.torch import load_file
 
 from lego_inversion.backbones import load_backbone
@@ -86,3 +86,7 @@ def test_a_negative_prompt_fails_loudly_instead_of_being_ignored(tiny_ldm, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("lego: error: --negative-prompt") and "\n" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_sampling_encodes_each_distinct_prompt_once(tiny_ldm, monkeypatch):
+    assert_each_prompt_encoded_once(load_backbone(str(tiny_ldm)), monkeypatch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_helpers import FAST, assert_only_new_rows_changed, make_concept, snapshot
+from backbone_helpers import FAST, assert_each_prompt_encoded_once, assert_only_new_rows_changed, make_concept, snapshot
 from safetensors.torch import load_file
 
 from lego_inversion.backbones import load_backbone
@@ -168,3 +168,8 @@ def test_micro_conditioning_uses_each_exemplars_size_and_crop(tiny_sdxl, tmp_pat
     backbone.predict(noisy, torch.tensor([10, 10]), cond, exemplars.geometry[:, 0])
     backbone.unet.forward = original
     assert seen[0].float().tolist() == [[96, 64, 8, 0, 32, 32], [32, 32, 0, 0, 32, 32]]
+
+
+def test_sampling_encodes_each_distinct_prompt_once(tiny_sdxl, monkeypatch):
+    assert_each_prompt_encoded_once(load_backbone(str(tiny_sdxl)), monkeypatch, unconditional=False,
+                                    exact=False)
