@@ -61,6 +61,20 @@ def test_finetune_run_resumes_bit_identically(tiny_sd, concept_dir, tmp_path):
     assert json.loads((resumed / "concept.json").read_text())["step"] == 4
 
 
+def test_a_dreambooth_run_is_set_by_its_seed_not_by_the_global_generator(tiny_sd, concept_dir, tmp_path):
+    """PEFT draws LoRA's A from torch's global generator: whatever ran before in the process (another global seed
+    here) leaves the run's LoRA as it is, and another run seed changes it."""
+    def lora(global_seed: int, seed: int, name: str) -> dict:
+        torch.manual_seed(global_seed)
+        run = invert(concept_dir, tmp_path / name, InversionConfig(method="dreambooth", lora_rank=2, seed=seed,
+                                                                   **FAST), model=str(tiny_sd), progress=False)
+        return load_file(run / LORA_FILE)
+
+    a, b, other = lora(1, 0, "a"), lora(2, 0, "b"), lora(1, 1, "other")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], other[k]) for k in a)
+
+
 def test_prior_preservation_generates_and_caches_class_images(tiny_sd, concept_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LEGO_CACHE", str(tmp_path / "cache"))
     cfg = InversionConfig(method="dreambooth", prior_preservation=True, class_images=2, **FAST)

@@ -45,6 +45,7 @@ STEER_POSITIVES = 4  # positive words drawn per step (ReVersion samples a few ba
 FUNCTION_WORDS = {"a", "an", "the", "of", "that", "is", "are", "in", "on", "with", "and", "to", "at", "by", "it",
                   "its", "this", "which", "who", "as", "for", "from", "be", "being"}
 UNET_LEARNING_RATES = {"dreambooth": 1e-4, "custom-diffusion": 1e-5}  # diffusers' example scripts' settings
+LORA_INIT_STREAM = 0x10A1  # offset of the LoRA initialisation's seed from the run's seed
 
 
 def steer_negatives(run) -> list[str]:
@@ -84,7 +85,11 @@ def attach(run) -> list[dict]:
                         "at a time (lego invert does this for you)")
     if cfg.method == "dreambooth":
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
-        unet_params = add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets)
+        # PEFT draws LoRA's A matrices from the global generator: seeded from the run's seed, so that the run does
+        # not depend on what ran before it in the process (a sweep's other runs, a --jobs worker's share)
+        with torch.random.fork_rng(devices=[unet.device] if unet.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed + LORA_INIT_STREAM)
+            unet_params = add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets)
         for p in rows:  # the identifier token keeps its initial embedding
             p.requires_grad_(False)
         groups = []
