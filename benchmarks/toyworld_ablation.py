@@ -1,6 +1,6 @@
 """Lego's ablation (Fig. 9, Table 2, §5.5) measured on the toy world, scored by the oracle.
 
-    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation --seeds 0 1 2   # ~1 h, 2 CPU cores
+    PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/ablation --seeds 0 1 2 --jobs 2  # 2 CPU cores
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_smoke --concepts melted_cube \
         --methods ti lego --seeds 0 --steps 20 --images 2 --targets ball            # smoke test, ~3 min
     PYTHONPATH=src python3 benchmarks/toyworld_ablation.py --out runs/abl_base --methods text attend-excite \
@@ -33,6 +33,12 @@ config) is trained alone into cost/<method>/ and measured by `lego_inversion.bas
 its saved results (the run folder's *.safetensors but the checkpoint) and peak CUDA memory (the model
 included; n/a on CPU: a process's resident high-water mark cannot be attributed to one run). Saved as
 cost/<method>.json and reused while the concept and config are the same.
+
+With `--jobs N` the script runs again in N worker processes, each with a share of the cells (every method's cells
+dealt out in turn) and --threads // N torch threads; each trains its share's inversions batched, then draws and
+scores its cells, and the parent writes the results from all of them. A worker's batch holds other runs than one
+process's would, so rows agree to float rounding, not bit for bit (docs/throughput.md); the time of a full ablation
+with --jobs 2 is in docs/toyworld_benchmark.md.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from lego_inversion.atomic import atomic_write_json, atomic_write_text  # noqa: 
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from ablation_costs import COSTS, cost_table, probe_costs  # noqa: E402
+from ablation_grids import GRID_PER_TARGET, save_cell_grid, save_method_grids  # noqa: E402,F401
+from ablation_workers import run_workers, share  # noqa: E402
 
 METHODS = ("ti", "cl-only", "ss-only", "lego")
 BASELINES = ("reversion", "dreambooth", "custom-diffusion")  # the paper's baselines (§5.1–5.2): opt-in, costlier
@@ -215,47 +223,6 @@ def excite_words(truth: dict, target: str) -> list[str]:
     return described.excite_words(subject)
 
 
-GRID_PER_TARGET = 4  # images of each target subject shown in a grid row
-
-
-def save_cell_grid(path: Path, example: Path, images: list, per_target: int) -> None:
-    """One grid row: the exemplar's with/ images, then the first GRID_PER_TARGET images of each target."""
-    from lego_inversion.atomic import atomic_save_image
-    from lego_inversion.images import load_image
-    from lego_inversion.toyworld.render import grid
-
-    size = images[0].size
-    row = [load_image(p, size=size[0]) for p in sorted((example / "with").iterdir())]
-    row += [im for i, im in enumerate(images) if i % per_target < GRID_PER_TARGET]
-    atomic_save_image(path, grid(row, cols=len(row)))
-
-
-def save_method_grids(out: Path, cells: list[dict], methods: list[str]) -> list[Path]:
-    """grids/<method>.png: the cell grids of each method's first seed, one concept per row."""
-    from PIL import Image
-
-    from lego_inversion.atomic import atomic_save_image
-
-    written = []
-    for m in methods:
-        seeds = [c["seed"] for c in cells if c["method"] == m]
-        if not seeds:
-            continue
-        first = min(seeds)
-        concepts = sorted(c["concept"] for c in cells if c["method"] == m and c["seed"] == first)
-        files = [out / "grids" / "cells" / f"{k}-{m}-{first}.png" for k in concepts]
-        rows = [Image.open(f).convert("RGB") for f in files if f.is_file()]
-        if rows:
-            sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
-            y = 0
-            for r in rows:
-                sheet.paste(r, (0, y))
-                y += r.height
-            atomic_save_image(out / "grids" / f"{m}.png", sheet)
-            written.append(out / "grids" / f"{m}.png")
-    return written
-
-
 def per_concept_rows(cells: list[dict], key: str, columns: list[str], metrics, label=str, order=str) -> list[str]:
     """A markdown table, one row per concept (sorted by `order`, named by `label`) and one column per `cell[key]`
     value, each entry "m1/m2/…": the metrics' means over seeds."""
@@ -328,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="InversionConfig overrides for every run, e.g. learning_rate=1e-2 context_weight=0.1")
     ap.add_argument("--no-cost", action="store_true",
                     help="skip the cost probe (one run of each trained method trained alone, timed)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes sharing the inversions and cells, --threads split between them")
+    ap.add_argument("--share", default=None, help=argparse.SUPPRESS)  # "i/N": a --jobs worker's part
     args = ap.parse_args(argv)
     try:
         args.set = parse_overrides(args.set)
@@ -342,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     bad = [m for m in args.methods if m not in (*PLAIN, *METHODS, *BASELINES)]
-    if bad or (args.steps is not None and args.steps < 1) or args.images < 1 or not args.seeds:
-        print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds", file=sys.stderr)
+    if bad or (args.steps is not None and args.steps < 1) or args.images < 1 or not args.seeds or args.jobs < 1:
+        print(f"toyworld_ablation: error: bad --methods {bad} or --steps/--images/--seeds/--jobs", file=sys.stderr)
         return 2
     examples = [p for p in sorted(Path(args.examples).iterdir()) if (p / "concept.toml").is_file()
                 and (not args.concepts or p.name in args.concepts)]
@@ -365,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_cost:
             costs = probe_costs(examples[0], [m for m in dict.fromkeys(args.methods) if m not in PLAIN], args,
                                     cell_config)
+        if args.jobs > 1:
+            code = run_workers(Path(__file__).resolve(), args, list(sys.argv[1:] if argv is None else argv))
+            if code:
+                print(f"toyworld_ablation: error: a worker of --jobs {args.jobs} stopped (exit code {code}); run the "
+                      "same command again to resume", file=sys.stderr)
+                return code
+        if args.share:
+            part, parts = map(int, args.share.split("/"))
+            jobs = share(jobs, part, parts)
         train_missing(jobs, args)
         for i, (ex, m, s) in enumerate(jobs):
             f = out / "cells" / f"{ex.name}-{m}-{s}.json"
@@ -379,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
             cell = run_cell(ex, m, s, args, oracle)
             atomic_write_json(f, cell)
             cells.append(cell)
-            print(f"[{i + 1}/{len(jobs)} {time.time() - t0:.0f}s] {ex.name} {m} seed {s}: "
+            print(f"[{i + 1}/{len(jobs)}{' of share ' + args.share if args.share else ''} {time.time() - t0:.0f}s] "
+                  f"{ex.name} {m} seed {s}: "
                   + " ".join(f"{k}={cell[k]:.2f}" for k in METRICS), flush=True)
     except UserError as exc:
         print(f"toyworld_ablation: error: {exc}", file=sys.stderr)
         return 2
+    if args.share:  # a worker: the parent writes the results
+        return 0
     summary, table = summarize(cells, args.methods, costs)
     save_method_grids(out, cells, args.methods)
     cmd = "PYTHONPATH=src python3 benchmarks/toyworld_ablation.py " + " ".join(argv or sys.argv[1:])

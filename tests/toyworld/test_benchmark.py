@@ -151,6 +151,50 @@ def test_missing_cells_are_trained_together_and_saved_cells_are_skipped(tmp_path
     assert (cfg.validation_steps, cfg.select_steps, cfg.seed, cfg.method) == (9, 12, 1, "lego")
 
 
+def test_jobs_share_deals_out_each_method_evenly_and_covers_every_job_once():
+    ex = [Path(f"k{i}") for i in range(3)]
+    jobs = [(e, m, s) for e in ex for m in ("text", "ti", "lego") for s in ((0,) if m == "text" else (0, 1, 2))]
+    parts = [bench.share(jobs, i, 2) for i in range(2)]
+    assert sorted(parts[0] + parts[1]) == sorted(jobs) and not set(parts[0]) & set(parts[1])
+    for m, n in (("text", 3), ("ti", 9), ("lego", 9)):  # each worker holds half of every method, give or take one
+        assert sorted(sum(j[1] == m for j in p) for p in parts) == [n // 2, n - n // 2]
+    assert bench.share(jobs, 0, 1) == sorted(jobs, key=lambda j: ["text", "ti", "lego"].index(j[1]))
+
+
+def test_jobs_split_the_cells_between_worker_processes(tmp_path, capfd, monkeypatch):
+    """--jobs 2: two worker processes of the script, each trains and scores its share (disjoint, together every
+    cell), at --threads // 2 threads each; the parent then writes the results from all cells. A worker that fails
+    stops the parent with its exit code and a one-line error."""
+    import json
+    import re
+
+    out = tmp_path / "abl"
+    argv = ["--out", str(out), "--concepts", "melted_cube", "--methods", "text", "ti", "--seeds", "1", "2",
+            "--steps", "2", "--images", "1", "--targets", "ball", "--sample-steps", "2", "--threads", "2",
+            "--no-cost", "--jobs", "2"]
+    assert bench.main(argv) == 0
+    printed = capfd.readouterr().out
+    done = re.findall(r"of share (\d)/2 .*\] melted_cube (\w+) seed (\d)", printed)
+    by_worker = {w: {(m, int(s)) for v, m, s in done if v == w} for w in "01"}
+    assert by_worker["0"] and by_worker["1"] and not by_worker["0"] & by_worker["1"]
+    assert by_worker["0"] | by_worker["1"] == {("text", 1), ("ti", 1), ("ti", 2)}
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["methods"]["ti"]["cells"] == 2 and results["args"]["jobs"] == 2
+
+    class Failing:
+        def __init__(self, *a, **kw):
+            pass
+
+        def wait(self):
+            return 2
+
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", Failing)
+    assert bench.main(argv[:1] + [str(tmp_path / "other")] + argv[2:]) == 2
+    assert "a worker of --jobs 2 stopped (exit code 2)" in capfd.readouterr().err
+
+
 def test_excite_words_name_the_target_and_the_concept_as_lego_evaluate_does():
     """Attend-and-Excite's words in the text baseline's prompt: the target subject as the prompt names it and the
     concept's words, without function words (lego evaluate's `ResolvedConcept.excite_words` rule)."""
