@@ -85,11 +85,8 @@ def attach(run) -> list[dict]:
                         "at a time (lego invert does this for you)")
     if cfg.method == "dreambooth":
         targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
-        # PEFT draws LoRA's A matrices from the global generator: seeded from the run's seed, so that the run does
-        # not depend on what ran before it in the process (a sweep's other runs, a --jobs worker's share)
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            torch.manual_seed(cfg.seed + LORA_INIT_STREAM)
-            unet_params = add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets)
+        unet_params = add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets,
+                               seed=cfg.seed + LORA_INIT_STREAM)  # the run's own LoRA start, whatever ran before
         for p in rows:  # the identifier token keeps its initial embedding
             p.requires_grad_(False)
         groups = []

@@ -38,9 +38,11 @@ DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' train_
 
 
 def add_lora(unet, rank: int = 4, alpha: float | None = None,
-             target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> list[torch.nn.Parameter]:
+             target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS, seed: int = 0) -> list[torch.nn.Parameter]:
     """Add LoRA adapters (rank `rank`, scale alpha / rank) to the UNet's modules named by `target_modules`;
-    returns their trainable parameters (fp32). The base weights stay frozen and unchanged."""
+    returns their trainable parameters (fp32). The base weights stay frozen and unchanged. PEFT draws the A
+    matrices from torch's global generator: they are drawn from `seed` (the global generators' states are kept), so
+    the adapters do not depend on what ran before in the process."""
     from peft import LoraConfig
 
     if rank < 1:
@@ -52,7 +54,9 @@ def add_lora(unet, rank: int = 4, alpha: float | None = None,
                         f"{', '.join(DEFAULT_LORA_TARGETS)}")
     config = LoraConfig(r=rank, lora_alpha=float(alpha if alpha is not None else rank), init_lora_weights="gaussian",
                         target_modules=list(target_modules))
-    unet.add_adapter(config, adapter_name=LORA_ADAPTER)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        unet.add_adapter(config, adapter_name=LORA_ADAPTER)
     params = [p for name, p in unet.named_parameters() if "lora_" in name]
     for p in params:
         p.data = p.data.float()
