@@ -318,3 +318,39 @@ def test_subject_frozen_p_holds_subj_constant_in_a_fraction_of_concept_samples(t
     torch.testing.assert_close(mixed.geometry[n:], plain.geometry[n:].flip(0))
     with pytest.raises(UserError, match="subject_frozen_p"):
         InversionConfig(subject_frozen_p=-0.1)
+
+
+def test_contrast_weight_adds_the_subject_batch_again_concept_captioned(tiny_sd, concept_dir, tmp_path):
+    """contrast_weight: the draw is the lever-free draw (same random streams) plus the subject batch's images, ε and
+    t again, captioned as the concept batch with <subj> a constant; the Eq. 3 terms are unchanged, and the hinge's
+    gradient reaches the concept row only."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    plain_run, run = (InversionRun(spec, backbone, InversionConfig(contrast_weight=w, contrast_margin=0.5, **FAST),
+                                   tmp_path / f"c{w}", alias=f"c{w}") for w in (0.0, 1.0))
+    plain, draw = plain_run.draw(), run.draw()
+    n, total = draw.n_subject, plain.latents.shape[0]
+    assert draw.n_contrast == n > 0 and plain.n_contrast == 0 and draw.latents.shape[0] == total + n
+    for x, y in ((draw.latents, plain.latents), (draw.noise, plain.noise), (draw.timesteps, plain.timesteps)):
+        torch.testing.assert_close(x[:total], y)
+        torch.testing.assert_close(x[total:], y[:n])
+    kind = {id(r.with_set): "with" for r in (run, plain_run)} | {id(r.without_set): "without" for r in (run, plain_run)}
+    assert len(draw.groups) == len(plain.groups) + 1 and all(
+        kind[id(a[0])] == kind[id(b[0])] and torch.equal(a[1], b[1]) and a[2] == b[2]
+        for a, b in zip(draw.groups, plain.groups))
+    last = draw.groups[-1]
+    assert last[0] is run.with_set and last[2] is True and last[1].numel() == n
+    from lego_inversion.loop import forward
+
+    terms, plain_terms = forward([run], [draw])[0], forward([plain_run], [plain])[0]
+    for key in ("loss_concept", "loss_subject"):
+        torch.testing.assert_close(terms[key], plain_terms[key], rtol=1e-5, atol=1e-6)
+    assert float(terms["loss_contrast"].detach()) > 0  # a margin of 0.5 is far from met at the start
+    terms["loss_contrast"].backward()
+    grad = run.params["rows/text_encoder"].grad
+    assert grad[0].abs().sum() == 0 and grad[1].abs().sum() > 0  # <subj> constant, the concept row pushed
+    assert "loss_contrast" not in plain_terms
+    with pytest.raises(UserError, match="contrast_weight"):
+        InversionConfig(contrast_weight=-1.0)
+    with pytest.raises(UserError, match="contrast_margin"):
+        InversionConfig(contrast_margin=2.0)

@@ -8,6 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from lego_inversion.losses import (
+    contrast_loss,
     context_loss,
     diffusion_loss,
     diffusion_target,
@@ -134,3 +135,17 @@ def test_min_snr_weights_by_hand(kind):
     if kind == "epsilon":
         assert float(w[0]) < 0.01 and float(w[999]) == pytest.approx(1.0)  # low noise weighs less; high noise 1
     assert torch.equal(min_snr_weights(sched, 0.0), torch.ones(1000))
+
+
+def test_contrast_loss_by_hand():
+    """mean_j max(0, (1 + m)·pos_j − neg_j), pos held constant: with m 0.1, pos 1 and neg 0.5, 1, 2 the hinges are
+    0.6, 0.1 and 0, so the loss is 0.7 / 3 and only the two unmet negatives get a gradient, −1/3 each."""
+    neg = torch.tensor([0.5, 1.0, 2.0], requires_grad=True)
+    pos = torch.ones(3, requires_grad=True)
+    loss = contrast_loss(neg, pos, margin=0.1)
+    assert float(loss) == pytest.approx(0.7 / 3)
+    loss.backward()
+    torch.testing.assert_close(neg.grad, torch.tensor([-1 / 3, -1 / 3, 0.0]))
+    assert pos.grad is None  # the subject caption's loss is the reference, not pushed
+    with pytest.raises(ValueError, match="pair up"):
+        contrast_loss(neg, pos[:2], margin=0.1)

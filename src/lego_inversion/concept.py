@@ -102,6 +102,12 @@ class ConceptSpec:
         return fill(template, {"subject": subject, "concept": " ".join(self.tokens) if concept is None else concept},
                     where=f"{self.root / 'concept.toml'}: caption of {image.name}")
 
+    def concept_prompts(self, concept: str, subjects: list[str]) -> list[str]:
+        """`concept` (token text) on each subject, in the validation prompt if there is one, else the `with` one."""
+        template = self.validation.get("prompt") or self.prompts["with"]
+        return [fill(template, {"subject": s, "concept": concept}, where=f"{self.root / 'concept.toml'}: "
+                     "validation.prompt") for s in subjects]
+
     def with_vectors(self, k: int) -> ConceptSpec:
         """k embedding vectors per [[concept]] token: <cpt> -> <cpt> <cpt_1> ... <cpt_{k-1}>, each with the token's
         init word and context sets (InversionConfig.vectors_per_token); k = 1 is this spec."""

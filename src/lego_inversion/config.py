@@ -159,6 +159,11 @@ class InversionConfig:
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
+    contrast_weight: float = option(
+        0.0, "Subject Separation: weight of a contrastive term on the without/ images captioned with the concept "
+        "(<subj> a constant there): each must denoise worse than with its own caption by --contrast-margin, so the "
+        "concept tokens carry what tells with/ from without/ (losses.contrast_loss); 0: off (Eq. 3)")
+    contrast_margin: float = option(0.02, "the contrastive term's margin m: a fraction of the subject caption's loss")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
     flip_p: float = option(0.5, "probability of a horizontal flip per sample (both flips are encoded once)")
     seed: int = option(0, "random seed of the run", cli=False)
@@ -266,6 +271,9 @@ class InversionConfig:
             raise UserError(f"subject_frozen_p must lie in [0, 1], not {self.subject_frozen_p}")
         if not 0.0 <= self.subject_word_p <= 1.0:
             raise UserError(f"subject_word_p must lie in [0, 1], not {self.subject_word_p}")
+        if self.contrast_weight < 0 or not 0.0 <= self.contrast_margin <= 1.0:
+            raise UserError(f"contrast_weight must be >= 0 and contrast_margin in [0, 1], not {self.contrast_weight} "
+                            f"and {self.contrast_margin}")
         if not 0.0 <= self.flip_p <= 1.0:
             raise UserError(f"flip_p must lie in [0, 1], not {self.flip_p}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):

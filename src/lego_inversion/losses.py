@@ -7,6 +7,7 @@
     w = min_snr_weights(scheduler, gamma=5.0)     # Min-SNR-γ loss weight per t
     target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
     l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
+    l_con = contrast_loss(l_neg, l_pos, margin=0.02)  # without/ images: concept caption vs subject caption
 
 Positive and negative *words* reach `context_loss` as embedding rows: `backbones.tokens.words_to_rows`.
 """
@@ -85,6 +86,21 @@ def sample_timesteps(n: int, num_timesteps: int, skew: float, generator: torch.G
         return torch.randint(num_timesteps, (n,), generator=generator, device=generator.device)
     probs = timestep_probabilities(num_timesteps, skew, minimum).to(generator.device)
     return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+
+def contrast_loss(negative: torch.Tensor, positive: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge between paired per-sample denoising losses of the same without/ images, noise and t: `negative` with
+    the concept caption (concept tokens in it), `positive` with the subject caption.
+
+        L = mean_j max(0, (1 + m) · L_pos,j − L_neg,j)        (L_pos held constant)
+
+    Zero once the concept tokens make each without/ image harder to denoise than its own caption does by the
+    fraction m; until then it pushes them toward what tells the with/ images from the without/ ones. Bounded
+    below by construction: a met margin exerts no push, so the tokens are never driven to maximise a loss.
+    """
+    if negative.shape != positive.shape:
+        raise ValueError(f"negative and positive must pair up, got {tuple(negative.shape)} and {tuple(positive.shape)}")
+    return torch.relu((1.0 + margin) * positive.detach() - negative).mean()
 
 
 def min_snr_weights(scheduler, gamma: float) -> torch.Tensor:

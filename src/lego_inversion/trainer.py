@@ -8,6 +8,7 @@ One step (all methods, parts switched off by `config.method`):
     subject batch  (I_C̄, "a photo of a <subj>")               -> L_inv  (Eq. 1)      [Subject Separation only]
     concept batch  (I_C,  "a photo of a <subj> that is <cpt>") -> L_inv  (Eq. 1)
     context loss   (each <cpt_i> vs its P_i, N_i)               -> λ·L_context (Eq. 2) [Context Loss only]
+    contrast       (I_C̄, the concept batch's captions)          -> hinge vs L_inv of I_C̄ [contrast_weight > 0]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
 it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch); with
 `subject_word_p` > 0 that fraction of the concept batch names the subject with its initializer word instead.
@@ -41,10 +42,9 @@ from .errors import UserError
 from .exemplars import ExemplarSet, caption_variants
 from .formats import CONCEPT_FILE, EMBEDS_FILE, save_learned
 from .images import make_grid
-from .loop import lr_factor
+from .loop import forward, joint_step, lr_factor, train_runs
 from .lexicon import check_words, with_context_words
-from .losses import context_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
-from .prompts import fill
+from .losses import context_loss, contrast_loss, diffusion_loss, diffusion_target, min_snr_weights, sample_timesteps
 from .run_folder import (CHECKPOINT_FILE, SELECTION_FILE, check_inputs, check_resume, open_run_folder,
                          prepare_out_dir)
 from .selection import guidance_ratios, make_selector
@@ -64,6 +64,7 @@ class Draw:
     geometry: torch.Tensor                                   # [B, 4] original size and crop offset (CPU)
     groups: list[tuple[ExemplarSet, torch.Tensor, bool]]     # (set, caption rows, <subj> frozen) in sample order
     n_subject: int                                           # the first n samples are the subject batch
+    n_contrast: int = 0                                      # the last n: the subject batch, concept-captioned
 
 
 class InversionRun:
@@ -186,7 +187,11 @@ class InversionRun:
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"],
                                      cfg.timestep_min).to(latents.device)
-        return Draw(latents, noise, timesteps, geometry, groups, n_subject)
+        if cfg.contrast_weight and n_subject:  # contrast_loss's negatives: the subject batch again, same ε and t
+            latents, noise, timesteps, geometry = (torch.cat([x, x[:n_subject]])
+                                                   for x in (latents, noise, timesteps, geometry))
+            groups.append((self.with_set, captions, True))
+        return Draw(latents, noise, timesteps, geometry, groups, n_subject, n_subject * bool(cfg.contrast_weight))
 
     def loss_terms(self, prediction: torch.Tensor, draw: Draw) -> dict[str, torch.Tensor]:
         """Loss terms of one step (Eq. 3) from this run's slice of the UNet output; 'loss' is their total."""
@@ -195,12 +200,16 @@ class InversionRun:
         per_sample = diffusion_loss(prediction, target)
         if self.loss_weights is not None:  # Min-SNR-γ
             per_sample = per_sample * self.loss_weights[draw.timesteps]
-        terms = {"loss_concept": per_sample[draw.n_subject:].mean()}
+        end = per_sample.shape[0] - draw.n_contrast
+        terms = {"loss_concept": per_sample[draw.n_subject:end].mean()}
         warming_up = draw.n_subject and self.step < cfg.subject_warmup  # <subj> alone learns, from without/
         total = 0.0 if warming_up else terms["loss_concept"]
         if draw.n_subject:
             terms["loss_subject"] = per_sample[:draw.n_subject].mean()
             total = total + terms["loss_subject"]
+        if draw.n_contrast and not warming_up:
+            terms["loss_contrast"] = contrast_loss(per_sample[end:], per_sample[:draw.n_subject], cfg.contrast_margin)
+            total = total + cfg.contrast_weight * terms["loss_contrast"]
         if self.context_sets is not None and not warming_up:
             sets = baselines.steer_positives(self, self.context_sets) if cfg.method == "reversion" \
                 else self.context_sets
@@ -245,14 +254,10 @@ class InversionRun:
 
     def losses(self) -> dict[str, torch.Tensor]:
         """Loss terms of one fresh draw, with their graph (no update): what a step would back-propagate."""
-        from .loop import forward
-
         return forward([self])[0]
 
     def train_step(self) -> dict[str, float]:
         """One step of this run alone (the same code path as a joint step of many runs)."""
-        from .loop import joint_step
-
         return {k: float(v) for k, v in joint_step([self])[0].items()}
 
     # -- outputs --------------------------------------------------------------------------------------------
@@ -280,7 +285,7 @@ class InversionRun:
 
     def concept_prompts(self, subjects: list[str]) -> list[str]:
         """The concept on each subject, with this run's tokens as the shared model knows them."""
-        return concept_prompts(self.spec, " ".join(self.internal[t] for t in self.spec.tokens), subjects)
+        return self.spec.concept_prompts(" ".join(self.internal[t] for t in self.spec.tokens), subjects)
 
     def validation_prompts(self) -> list[str]:
         """Prompts of the validation grid: the concept on the validation subjects in turn."""
@@ -341,17 +346,8 @@ class InversionRun:
         return self.step >= self.config.steps
 
     def run(self, progress: bool = True) -> Path:
-        from .loop import train_runs
-
         train_runs([self], progress=progress)
         return self.out_dir
-
-
-def concept_prompts(spec: ConceptSpec, concept: str, subjects: list[str]) -> list[str]:
-    """`concept` (token text) on each subject, in the concept's validation prompt, else its `with` prompt."""
-    template = spec.validation.get("prompt") or spec.prompts["with"]
-    return [fill(template, {"subject": s, "concept": concept}, where=f"{spec.root / 'concept.toml'}: validation.prompt")
-            for s in subjects]
 
 
 def build_run(concept_dir: str | Path, out_dir: str | Path, config: InversionConfig, backbone: Backbone,
