@@ -7,7 +7,7 @@
     w = min_snr_weights(scheduler, gamma=5.0)     # Min-SNR-γ loss weight per t
     target = diffusion_target(scheduler, latents, noise, timesteps)                  # ε, v or x0
     l_inv = diffusion_loss(prediction, target)                                       # Eq. 1, per sample
-    l_con = contrast_loss(l_neg, l_pos, margin=0.02)  # without/ images: concept caption vs subject caption
+    l_con = contrast_loss(l_neg, l_pos, margin=0.1)  # without/ images: concept caption vs subject caption
 
 Positive and negative *words* reach `context_loss` as embedding rows: `backbones.tokens.words_to_rows`.
 """
