@@ -95,8 +95,8 @@ def contrast_loss(negative: torch.Tensor, positive: torch.Tensor, margin: float)
         L = mean_j max(0, (1 + m) · L_pos,j − L_neg,j)        (L_pos held constant)
 
     Zero once the concept tokens make each without/ image harder to denoise than its own caption does by the
-    fraction m; until then it pushes them toward what tells the with/ images from the without/ ones. Bounded
-    below by construction: a met margin exerts no push, so the tokens are never driven to maximise a loss.
+    fraction m; until then it pushes them toward what tells the with/ images from the without/ ones. A met margin
+    exerts no push, so the tokens are never driven to raise a loss without bound (docs/inversion_quality.md (an)).
     """
     if negative.shape != positive.shape:
         raise ValueError(f"negative and positive must pair up, got {tuple(negative.shape)} and {tuple(positive.shape)}")
