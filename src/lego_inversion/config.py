@@ -162,8 +162,8 @@ class InversionConfig:
     contrast_weight: float = option(
         0.0, "Subject Separation: weight of a contrastive term on the without/ images captioned with the concept "
         "(<subj> a constant there): each must denoise worse than with its own caption by --contrast-margin, so the "
-        "concept tokens carry what tells with/ from without/ (losses.contrast_loss); it lost on the toy world, (an); "
-        "0: off (Eq. 3)")
+        "concept tokens carry what tells with/ from without/ (losses.contrast_loss; it lost on the toy world: "
+        "docs/inversion_quality.md (an)); 0: off (Eq. 3)")
     contrast_margin: float = option(0.1, "the contrastive term's margin m, a fraction of the subject caption's loss "
                                          "(the less costly of the two measured: docs/inversion_quality.md (an))")
     resolution: int | None = option(None, "training image size in pixels; None: the model's native size")
