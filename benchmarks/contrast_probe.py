@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from lego_inversion.concept import load_concept
 from lego_inversion.config import InversionConfig
-from lego_inversion.loop import _conditioning  # the conditioning of one joint step, as training builds it
+from lego_inversion.loop import predict
 from lego_inversion.losses import diffusion_loss, diffusion_target
 from lego_inversion.trainer import InversionRun, load_training_backbone
 
@@ -33,11 +33,8 @@ def relative_differences(run: InversionRun, draws: int) -> torch.Tensor:
     out = []
     for _ in range(draws):
         draw = run.draw()
-        backbone = run.backbone
-        noisy = backbone.noise_scheduler.add_noise(draw.latents, draw.noise, draw.timesteps)
-        prediction = backbone.predict(noisy, draw.timesteps, _conditioning(backbone, [(draw, run)]), draw.geometry)
-        per_sample = diffusion_loss(prediction, diffusion_target(backbone.noise_scheduler, draw.latents, draw.noise,
-                                                                 draw.timesteps))
+        target = diffusion_target(run.backbone.noise_scheduler, draw.latents, draw.noise, draw.timesteps)
+        per_sample = diffusion_loss(predict([(draw, run)]), target)
         n = draw.n_subject
         out.append((per_sample[-n:] - per_sample[:n]) / per_sample[:n])
     return torch.cat(out)

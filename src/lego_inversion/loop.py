@@ -1,8 +1,9 @@
 """The training step and loop, for one inversion run or many sharing one frozen model.
 
-    from lego_inversion.loop import joint_step, train_runs
+    from lego_inversion.loop import joint_step, predict, train_runs
     terms = joint_step(runs)          # one step of every run: one text-encoder call, one UNet call
     train_runs(runs, progress=True)   # until every run has done its steps; checkpoints, logs, results
+    prediction = predict([(run.draw(), run)])   # the frozen model's output for draws, with their graph
 
 A joint step concatenates every run's samples into one UNet call. Each run keeps its own rows, optimizer,
 random streams and loss: the total that is back-propagated is the sum of the runs' losses (each scaled by its
@@ -67,19 +68,25 @@ def _conditioning(backbone, pairs) -> dict:
     return {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
 
 
-def forward(runs: list, draws: list | None = None) -> list[dict[str, torch.Tensor]]:
-    """Each run's loss terms (Eq. 3) for one fresh draw (or the given `draws`, one per run), from one shared
-    text-encoder and UNet pass; the terms carry the graph to the runs' rows."""
-    backbone = runs[0].backbone
-    pairs = list(zip(draws, runs)) if draws is not None else [(run.draw(), run) for run in runs]
+def predict(pairs: list) -> torch.Tensor:
+    """The frozen model's prediction for every (draw, run) pair's samples, in order, from one shared text-encoder
+    and UNet pass (all runs on one backbone)."""
+    backbone = pairs[0][1].backbone
     latents = torch.cat([d.latents for d, _ in pairs])
     noise = torch.cat([d.noise for d, _ in pairs])
     timesteps = torch.cat([d.timesteps for d, _ in pairs])
     geometry = torch.cat([d.geometry for d, _ in pairs])
     cond = _conditioning(backbone, pairs)
     noisy = backbone.noise_scheduler.add_noise(latents, noise, timesteps)
-    with runs[0].autocast():
-        prediction = backbone.predict(noisy, timesteps, cond, geometry)
+    with pairs[0][1].autocast():
+        return backbone.predict(noisy, timesteps, cond, geometry)
+
+
+def forward(runs: list, draws: list | None = None) -> list[dict[str, torch.Tensor]]:
+    """Each run's loss terms (Eq. 3) for one fresh draw (or the given `draws`, one per run), from one shared
+    text-encoder and UNet pass; the terms carry the graph to the runs' rows."""
+    pairs = list(zip(draws, runs)) if draws is not None else [(run.draw(), run) for run in runs]
+    prediction = predict(pairs)
     terms, start = [], 0
     for d, run in pairs:
         n = d.latents.shape[0]
