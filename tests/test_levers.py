@@ -320,6 +320,27 @@ def test_subject_frozen_p_holds_subj_constant_in_a_fraction_of_concept_samples(t
         InversionConfig(subject_frozen_p=-0.1)
 
 
+def test_subject_frozen_steps_holds_subj_constant_in_the_concept_batch_then_frees_it(tiny_sd, concept_dir, tmp_path):
+    """subject_frozen_steps K: the first K steps are --no-subject-from-with's steps exactly (same draws, same rows);
+    from step K on, <subj> learns from the concept batch too (§4.3)."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    phased, frozen, free = (InversionRun(spec, backbone, InversionConfig(**kw, **FAST), tmp_path / name, alias=name)
+                            for name, kw in (("phased", dict(subject_frozen_steps=2)),
+                                             ("frozen", dict(subject_from_with=False)), ("free", {})))
+    for run in (phased, frozen, free):
+        for _ in range(2):
+            run.train_step()
+    rows = [run.params["rows/text_encoder"].detach() for run in (phased, frozen, free)]
+    torch.testing.assert_close(rows[0], rows[1], rtol=0, atol=0)
+    assert not torch.equal(rows[0], rows[2])
+    assert [g[2] for g in phased.draw().groups] == [False, False]  # step 2: the concept batch's <subj> learns
+    phased.losses()["loss_concept"].backward()
+    assert phased.params["rows/text_encoder"].grad[0].abs().sum() > 0
+    with pytest.raises(UserError, match="subject_frozen_steps"):
+        InversionConfig(subject_frozen_steps=-1)
+
+
 def test_contrast_weight_adds_the_subject_batch_again_concept_captioned(tiny_sd, concept_dir, tmp_path):
     """contrast_weight: the draw is the lever-free draw (same random streams) plus the subject batch's images, ε and
     t again, captioned as the concept batch with <subj> a constant; the Eq. 3 terms are unchanged, and the hinge's

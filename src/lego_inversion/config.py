@@ -156,6 +156,9 @@ class InversionConfig:
     subject_frozen_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples in which <subj> is a constant, so their look "
         "must go into the concept tokens (between §4.3's 0 and --no-subject-from-with's 1)")
+    subject_frozen_steps: int = option(
+        0, "Subject Separation: for the first K steps <subj> is a constant in the concept batch (as with "
+        "--no-subject-from-with), then it learns from both sets (§4.3), so look selection judges rows of both kinds")
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
@@ -257,7 +260,7 @@ class InversionConfig:
         for name in ("batch_size", "checkpoint_every", "validation_steps", "validation_images", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("validate_every", "lr_warmup_steps"):
+        for name in ("validate_every", "lr_warmup_steps", "subject_frozen_steps"):
             if int(getattr(self, name)) < 0:
                 raise UserError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.learning_rate is not None and not self.learning_rate > 0:

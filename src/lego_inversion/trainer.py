@@ -10,7 +10,8 @@ One step (all methods, parts switched off by `config.method`):
     context loss   (each <cpt_i> vs its P_i, N_i)               -> λ·L_context (Eq. 2) [Context Loss only]
     contrast       (I_C̄, the concept batch's captions)          -> hinge vs L_inv of I_C̄ [contrast_weight > 0]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
-it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch); with
+it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch;
+`subject_frozen_steps`: in the first K steps); with
 `subject_word_p` > 0 that fraction of the concept batch names the subject with its initializer word instead.
 Only the new rows are trained; the model is never modified.
 
@@ -161,7 +162,7 @@ class InversionRun:
         """This step's samples: subject batch (Subject Separation) then concept batch, noise and timesteps."""
         cfg, g = self.config, self.generators
         latents, captions, geometry = self.with_set.sample(cfg.batch_size, g["choices"], g["noise"], cfg.flip_p)
-        frozen = not cfg.subject_from_with and self.subject_token is not None
+        frozen = (not cfg.subject_from_with or self.step < cfg.subject_frozen_steps) and self.subject_token is not None
         groups = [(self.with_set, captions, frozen)]
         word = fixed = torch.zeros(len(captions), dtype=torch.bool)
         if self.word_set is not None:  # these samples name the subject in words
