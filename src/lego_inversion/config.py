@@ -158,7 +158,8 @@ class InversionConfig:
         "must go into the concept tokens (between §4.3's 0 and --no-subject-from-with's 1)")
     subject_frozen_steps: int = option(
         0, "Subject Separation: for the first K steps <subj> is a constant in the concept batch (as with "
-        "--no-subject-from-with), then it learns from both sets (§4.3), so look selection judges rows of both kinds")
+        "--no-subject-from-with), then it learns from both sets (§4.3), so look selection judges rows of both kinds; "
+        "it lifted the toy held-out count and tied elsewhere (docs/inversion_quality.md (ao)); 0: off (§4.3)")
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
