@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python3 benchmarks/method_selection.py runs/base_ex runs/ti3_ex runs/sscl3_ex \
         --base lego --candidates ti cl-only
+    PYTHONPATH=src python3 benchmarks/method_selection.py runs/jobs2_ex --candidates frozen300=runs/screen/frozen300_ex
 
 Look selection (`--select-by look`) keeps each run's best rows by the concept's look on other subjects, drawn from
 noise that depends on neither the seed nor the method (selection.py), so the kept scores of two methods' runs on the
@@ -10,7 +11,9 @@ runs with a selection.json, and a scored cell in the ablation folders' cells/), 
 chosen (ties: the base method); its evaluation cell is paired with the base method's. Prints, for the base method
 and each candidate set, how often each method was chosen, and the chosen − base difference in success, clean hits
 and leakage (mean, 95 % bootstrap interval over the cells); then, for the same cost within the base method, the
-choice between each seed and the concept's next seed. Trains and generates nothing.
+choice between each seed and the concept's next seed. A candidate LABEL=FOLDER is the base method's runs and cells
+of another ablation folder (a lever setting), so the choice is between two settings of one method. Trains and
+generates nothing.
 """
 
 from __future__ import annotations
@@ -49,12 +52,21 @@ def choose(scores: dict[str, dict], base: str, candidates: list[str]) -> dict[tu
     return {k: max(methods, key=lambda m: (scores[m][k], -methods.index(m))) for k in sorted(keys)}
 
 
+def source(candidate: str, folders: list[Path], base: str) -> tuple[str, list[Path], str]:
+    """(label, folders, method) of a candidate: a method of `folders`, or LABEL=FOLDER[,FOLDER]: the base method's
+    runs there."""
+    label, _, folder = candidate.partition("=")
+    return (label, [Path(f) for f in folder.split(",")], base) if folder else (candidate, folders, candidate)
+
+
 def compare(folders: list[Path], base: str, candidates: list[str]) -> dict:
-    """{"cells", "picks": {method: n}, metric: (mean, low, high) of chosen − base}."""
-    methods = [base, *candidates]
-    cells = {m: load_cells(folders, m) for m in methods}
-    scores = {m: {k: v for k, v in kept_scores(folders, m).items() if k in cells[m]} for m in methods}
-    picks = choose(scores, base, candidates)
+    """{"cells", "picks": {label: n}, metric: (mean, low, high) of chosen − base}."""
+    sources = [source(c, folders, base) for c in [base, *candidates]]
+    methods = [label for label, _, _ in sources]
+    cells = {label: load_cells(where, m) for label, where, m in sources}
+    scores = {label: {k: v for k, v in kept_scores(where, m).items() if k in cells[label]}
+              for label, where, m in sources}
+    picks = choose(scores, base, methods[1:])
     if not picks:
         return {"cells": 0}
     out = {"cells": len(picks), "picks": {m: sum(v == m for v in picks.values()) for m in methods}}
@@ -89,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path, help="ablation output folders (runs/ and cells/)")
     ap.add_argument("--base", default="lego")
-    ap.add_argument("--candidates", nargs="+", default=["ti"], help="methods to choose among with the base")
+    ap.add_argument("--candidates", nargs="+", default=["ti"],
+                    help="methods to choose among with the base, or LABEL=FOLDER: the base method's runs there")
     args = ap.parse_args(argv)
-    for folder in args.folders:
+    for folder in [*args.folders, *(Path(f) for c in args.candidates if "=" in c for f in c.split("=")[1].split(","))]:
         if not (folder / "runs").is_dir():
             print(f"method_selection: error: {folder}: no runs/ folder; pass toyworld_ablation.py --out folders",
                   file=sys.stderr)

@@ -545,6 +545,19 @@ def test_method_selection_keeps_the_best_kept_look_and_pairs_by_hand(tmp_path, c
     assert r["cells"] == 2  # b_y has one seed: no pair
     assert r["success"][0] == pytest.approx(((0.6 - 0.2) + 0.0) / 2)
     assert r["leakage"][0] == pytest.approx((-0.1 + 0.0) / 2)
+    # LABEL=FOLDER: the base method's runs of another folder (a lever setting) as the candidate
+    for concept, score, success in (("a_x", 0.75, 0.7), ("b_y", 0.25, 1.0)):  # a_x: higher, chosen; b_y: tie, lego
+        d = tmp_path / "set" / "runs" / f"{concept}-lego-s0"
+        d.mkdir(parents=True)
+        (d / "learned_embeds.safetensors").write_bytes(b"")
+        (d / "selection.json").write_text(json.dumps({"score": score, "select_by": "look", "step": 300}))
+        (tmp_path / "set" / "cells").mkdir(exist_ok=True)
+        (tmp_path / "set" / "cells" / f"{concept}-lego-0.json").write_text(json.dumps(
+            {"concept": concept, "method": "lego", "seed": 0, "success": success, "clean": 0.0, "leakage": 0.5}))
+    r = sel.compare([tmp_path / "abl"], "lego", [f"held={tmp_path / 'set'}"])
+    assert r["cells"] == 2 and r["picks"] == {"lego": 1, "held": 1}
+    assert r["success"][0] == pytest.approx(((0.7 - 0.2) + 0.0) / 2)
+    assert sel.main([str(tmp_path / "abl"), "--candidates", f"held={tmp_path / 'nowhere'}"]) == 2
     assert sel.main([str(tmp_path / "nowhere")]) == 2
     assert "no runs/ folder" in capsys.readouterr().err
 
