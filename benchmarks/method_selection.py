@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", nargs="+", default=["ti"],
                     help="methods to choose among with the base, or LABEL=FOLDER: the base method's runs there")
     args = ap.parse_args(argv)
-    for folder in [*args.folders, *(Path(f) for c in args.candidates if "=" in c for f in c.split("=")[1].split(","))]:
+    for folder in [*args.folders, *(f for c in args.candidates for f in source(c, [], args.base)[1])]:
         if not (folder / "runs").is_dir():
             print(f"method_selection: error: {folder}: no runs/ folder; pass toyworld_ablation.py --out folders",
                   file=sys.stderr)

@@ -11,8 +11,8 @@ One step (all methods, parts switched off by `config.method`):
     contrast       (I_C̄, the concept batch's captions)          -> hinge vs L_inv of I_C̄ [contrast_weight > 0]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
 it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch;
-`subject_frozen_steps`: in the first K steps); with
-`subject_word_p` > 0 that fraction of the concept batch names the subject with its initializer word instead.
+`subject_frozen_steps`: in the first K steps); with `subject_word_p` > 0 that fraction of the concept batch
+names the subject with its initializer word instead.
 Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
