@@ -149,3 +149,17 @@ def test_bad_config(tmp_path, capsys, body, fragments):
 
 def test_nothing_to_evaluate(tmp_path, capsys):
     expect_error(capsys, ["evaluate", "--out", str(tmp_path / "out")], "nothing to evaluate")
+
+
+def test_the_readme_example_config_names_the_readme_runs():
+    """examples/eval.toml, loaded by `lego evaluate`'s own reader, points at the folders the README's
+    `lego invert ... --out runs/frozen` and `--out runs/frozen_ti` lines write, and the README runs it."""
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_eval_config(repo / "examples" / "eval.toml")
+    (concept,) = cfg.concepts
+    assert {m: p.resolve() for m, p in concept.methods.items()} == {"lego": repo / "runs" / "frozen",
+                                                                     "ti": repo / "runs" / "frozen_ti"}
+    assert cfg.metrics == ["oracle"] and cfg.targets
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    for line in ("--out runs/frozen ", "--out runs/frozen_ti ", "lego evaluate examples/eval.toml --out eval/"):
+        assert line in readme
