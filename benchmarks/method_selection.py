@@ -62,14 +62,14 @@ def source(candidate: str, folders: list[Path], base: str) -> tuple[str, list[Pa
 def compare(folders: list[Path], base: str, candidates: list[str]) -> dict:
     """{"cells", "picks": {label: n}, metric: (mean, low, high) of chosen − base}."""
     sources = [source(c, folders, base) for c in [base, *candidates]]
-    methods = [label for label, _, _ in sources]
+    labels = [label for label, _, _ in sources]
     cells = {label: load_cells(where, m) for label, where, m in sources}
     scores = {label: {k: v for k, v in kept_scores(where, m).items() if k in cells[label]}
               for label, where, m in sources}
-    picks = choose(scores, base, methods[1:])
+    picks = choose(scores, base, labels[1:])
     if not picks:
         return {"cells": 0}
-    out = {"cells": len(picks), "picks": {m: sum(v == m for v in picks.values()) for m in methods}}
+    out = {"cells": len(picks), "picks": {label: sum(v == label for v in picks.values()) for label in labels}}
     for metric in METRICS:
         out[metric] = bootstrap_ci([cells[m][k][metric] - cells[base][k][metric] for k, m in picks.items()])
         out[f"base_{metric}"] = sum(cells[base][k][metric] for k in picks) / len(picks)
