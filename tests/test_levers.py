@@ -341,6 +341,43 @@ def test_subject_frozen_steps_holds_subj_constant_in_the_concept_batch_then_free
         InversionConfig(subject_frozen_steps=-1)
 
 
+def test_subject_frozen_above_holds_subj_constant_in_the_high_noise_concept_samples(tiny_sd, concept_dir, tmp_path):
+    """subject_frozen_above f: the concept samples at t >= f·T hold <subj> (after those that learn), the draw is the
+    lever-free draw regrouped; at f 1 it is the default run, at f <= the training floor --no-subject-from-with's run,
+    to the bit."""
+    backbone = load_backbone(str(tiny_sd))
+    spec = load_concept(concept_dir)
+    base = dict(timestep_min=0.3, **FAST)
+    names = {"off": dict(subject_frozen_above=1.0), "free": {}, "all": dict(subject_frozen_above=0.3),
+             "frozen": dict(subject_from_with=False), "half": dict(subject_frozen_above=0.65), "probe": {}}
+    runs = {name: InversionRun(spec, backbone, InversionConfig(**kw, **base), tmp_path / name, alias=name)
+            for name, kw in names.items()}
+    split = 0
+    for _ in range(30):
+        plain, half = runs["probe"].draw(), runs["half"].draw()
+        n, t = plain.n_subject, half.timesteps[half.n_subject:]
+        sizes = [(g[1].shape[0], g[2]) for g in half.groups[1:]]
+        held = (t >= 0.65 * 1000).tolist()
+        assert held == sorted(held) and sizes == [(k, h) for k, h in ((held.count(False), False),
+                                                                     (held.count(True), True)) if k]
+        split += len(sizes) == 2
+        same = torch.cat([torch.arange(n), n + torch.argsort(plain.timesteps[n:] >= 650, stable=True)])
+        for a, b in ((half.latents, plain.latents), (half.noise, plain.noise), (half.timesteps, plain.timesteps)):
+            torch.testing.assert_close(a, b[same], rtol=0, atol=0)
+    assert split > 0
+    for name in ("off", "free", "all", "frozen"):
+        for _ in range(2):
+            runs[name].train_step()
+    rows = {name: runs[name].params["rows/text_encoder"].detach() for name in ("off", "free", "all", "frozen")}
+    torch.testing.assert_close(rows["off"], rows["free"], rtol=0, atol=0)
+    torch.testing.assert_close(rows["all"], rows["frozen"], rtol=0, atol=0)
+    assert not torch.equal(rows["all"], rows["free"])
+    for bad in (dict(subject_frozen_above=0.0), dict(subject_frozen_above=1.5),
+                dict(subject_frozen_above=0.7, subject_frozen_p=0.5)):
+        with pytest.raises(UserError, match="subject_frozen_above"):
+            InversionConfig(**bad)
+
+
 def test_contrast_weight_adds_the_subject_batch_again_concept_captioned(tiny_sd, concept_dir, tmp_path):
     """contrast_weight: the draw is the lever-free draw (same random streams) plus the subject batch's images, ε and
     t again, captioned as the concept batch with <subj> a constant; the Eq. 3 terms are unchanged, and the hinge's

@@ -160,6 +160,9 @@ class InversionConfig:
         0, "Subject Separation: for the first K steps <subj> is a constant in the concept batch (as with "
         "--no-subject-from-with), then it learns from both sets (§4.3), so look selection judges rows of both kinds; "
         "it lifted the toy held-out count and tied elsewhere (docs/inversion_quality.md (ao)); 0: off (§4.3)")
+    subject_frozen_above: float = option(
+        1.0, "Subject Separation: <subj> is a constant in the concept-batch samples whose timestep is at or above f·T "
+        "(high noise, where shape, pose and count are decided) and learns from the others (§4.3); 1: off")
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
@@ -252,8 +255,6 @@ class InversionConfig:
             raise UserError(f"select_images must be at least 1, not {self.select_images}")
         if self.select_steps is not None and (isinstance(self.select_steps, bool) or int(self.select_steps) < 1):
             raise UserError(f"select_steps must be at least 1, not {self.select_steps}")
-        if self.subject_warmup is not None and int(self.subject_warmup) < 0:
-            raise UserError(f"subject_warmup must be >= 0, not {self.subject_warmup}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
         if self.context_similarity is not None and self.context_similarity not in SIMILARITIES:
@@ -261,8 +262,8 @@ class InversionConfig:
         for name in ("batch_size", "checkpoint_every", "validation_steps", "validation_images", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("validate_every", "lr_warmup_steps", "subject_frozen_steps"):
-            if int(getattr(self, name)) < 0:
+        for name in ("validate_every", "lr_warmup_steps", "subject_frozen_steps", "subject_warmup"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 0:
                 raise UserError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"learning_rate must be positive, not {self.learning_rate}")
@@ -273,15 +274,16 @@ class InversionConfig:
             raise UserError("context_weight and weight_decay must be >= 0")
         if not self.temperature > 0:
             raise UserError(f"temperature must be positive, not {self.temperature}")
-        if not 0.0 <= self.subject_frozen_p <= 1.0:
-            raise UserError(f"subject_frozen_p must lie in [0, 1], not {self.subject_frozen_p}")
-        if not 0.0 <= self.subject_word_p <= 1.0:
-            raise UserError(f"subject_word_p must lie in [0, 1], not {self.subject_word_p}")
+        for name in ("subject_frozen_p", "subject_word_p", "flip_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"{name} must lie in [0, 1], not {getattr(self, name)}")
+        if not 0.0 < self.subject_frozen_above <= 1.0 or (
+                self.subject_frozen_above < 1 and (self.subject_frozen_p or self.subject_word_p)):
+            raise UserError(f"subject_frozen_above must lie in (0, 1] (1: off), and below 1 it needs subject_frozen_p "
+                            f"and subject_word_p at 0, not {self.subject_frozen_above}")
         if self.contrast_weight < 0 or not 0.0 <= self.contrast_margin <= 1.0:
             raise UserError(f"contrast_weight must be >= 0 and contrast_margin in [0, 1], not {self.contrast_weight} "
                             f"and {self.contrast_margin}")
-        if not 0.0 <= self.flip_p <= 1.0:
-            raise UserError(f"flip_p must lie in [0, 1], not {self.flip_p}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             raise UserError(f"resolution must be a multiple of 8, not {self.resolution}")
 

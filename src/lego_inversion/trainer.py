@@ -11,8 +11,8 @@ One step (all methods, parts switched off by `config.method`):
     contrast       (I_C̄, the concept batch's captions)          -> hinge vs L_inv of I_C̄ [contrast_weight > 0]
 Both batches share one UNet call. <subj> also learns from I_C unless `subject_from_with=False`, in which case
 it enters the concept batch as a constant (`subject_frozen_p`: in that fraction of the concept batch;
-`subject_frozen_steps`: in the first K steps); with `subject_word_p` > 0 that fraction of the concept batch
-names the subject with its initializer word instead.
+`subject_frozen_steps`: in the first K steps; `subject_frozen_above`: at high noise); with `subject_word_p` > 0
+that fraction of the concept batch names the subject with its initializer word instead.
 Only the new rows are trained; the model is never modified.
 
 `InversionRun` is one run's state (rows, optimizer, random streams, outputs); the step and the loop that drive
@@ -148,14 +148,11 @@ class InversionRun:
     def _context_sets(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """Per text encoder: P_i and N_i as embedding rows, computed once (the table is frozen). ReVersion's steer
         loss takes the caption's nouns as N_i (baselines.steer_negatives)."""
-        sets = []
+        concepts = self.spec.concepts
         steer = baselines.steer_negatives(self) if self.config.method == "reversion" else None
-        for slot in self.backbone.slots:
-            pos = [words_to_rows(list(c.positives), slot.tokenizer, slot.base_table) for c in self.spec.concepts]
-            neg = [words_to_rows(list(steer or c.negatives), slot.tokenizer, slot.base_table)
-                   for c in self.spec.concepts]
-            sets.append((pos, neg))
-        return sets
+        return [([words_to_rows(list(c.positives), slot.tokenizer, slot.base_table) for c in concepts],
+                 [words_to_rows(list(steer or c.negatives), slot.tokenizer, slot.base_table) for c in concepts])
+                for slot in self.backbone.slots]
 
     # -- one step: draw, losses (the UNet call is shared, in loop.py), update ---------------------------------
     def draw(self) -> Draw:
@@ -188,6 +185,12 @@ class InversionRun:
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"],
                                      cfg.timestep_min).to(latents.device)
+        if cfg.subject_frozen_above < 1 and self.subject_token is not None and not frozen:  # by noise level
+            held = (timesteps[n_subject:] >= cfg.subject_frozen_above * steps).cpu()
+            order = torch.cat([torch.arange(n_subject), n_subject + torch.argsort(held.int(), stable=True)])
+            latents, noise, timesteps, geometry = (x[order.to(x.device)] for x in (latents, noise, timesteps, geometry))
+            groups[-1:] = [grp for grp in [(self.with_set, captions[~held], False),
+                                           (self.with_set, captions[held], True)] if grp[1].numel()]
         if cfg.contrast_weight and n_subject:  # contrast_loss's negatives: the subject batch again, same ε and t
             latents, noise, timesteps, geometry = (torch.cat([x, x[:n_subject]])
                                                    for x in (latents, noise, timesteps, geometry))
