@@ -372,10 +372,23 @@ def test_subject_frozen_above_holds_subj_constant_in_the_high_noise_concept_samp
     torch.testing.assert_close(rows["off"], rows["free"], rtol=0, atol=0)
     torch.testing.assert_close(rows["all"], rows["frozen"], rtol=0, atol=0)
     assert not torch.equal(rows["all"], rows["free"])
-    for bad in (dict(subject_frozen_above=0.0), dict(subject_frozen_above=1.5),
-                dict(subject_frozen_above=0.7, subject_frozen_p=0.5)):
+    mixed = InversionRun(spec, backbone, InversionConfig(subject_frozen_above=0.65, subject_frozen_p=0.5,
+                                                         subject_word_p=0.3, **base), tmp_path / "mixed", alias="mixed")
+    seen = set()
+    for _ in range(60):  # with the other two levers: <subj> learning (low noise only), then constant, then the word
+        d = mixed.draw()
+        kinds = [(g[0] is mixed.word_set, g[2]) for g in d.groups[1:]]
+        assert kinds == sorted(kinds) and len(set(kinds)) == len(kinds)
+        at = d.n_subject
+        for (word, held), g in zip(kinds, d.groups[1:]):
+            t = d.timesteps[at:at + len(g[1])]
+            assert word or held or bool((t < 650).all())
+            seen.add((word, held, bool((t >= 650).any())))
+            at += len(g[1])
+    assert {(False, True, True), (False, True, False), (True, False, True)} <= seen
+    for bad in (0.0, 1.5):
         with pytest.raises(UserError, match="subject_frozen_above"):
-            InversionConfig(**bad)
+            InversionConfig(subject_frozen_above=bad)
 
 
 def test_contrast_weight_adds_the_subject_batch_again_concept_captioned(tiny_sd, concept_dir, tmp_path):

@@ -277,10 +277,8 @@ class InversionConfig:
         for name in ("subject_frozen_p", "subject_word_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"{name} must lie in [0, 1], not {getattr(self, name)}")
-        if not 0.0 < self.subject_frozen_above <= 1.0 or (
-                self.subject_frozen_above < 1 and (self.subject_frozen_p or self.subject_word_p)):
-            raise UserError(f"subject_frozen_above must lie in (0, 1] (1: off), and below 1 it needs subject_frozen_p "
-                            f"and subject_word_p at 0, not {self.subject_frozen_above}")
+        if not 0.0 < self.subject_frozen_above <= 1.0:
+            raise UserError(f"subject_frozen_above must lie in (0, 1] (1: off), not {self.subject_frozen_above}")
         if self.contrast_weight < 0 or not 0.0 <= self.contrast_margin <= 1.0:
             raise UserError(f"contrast_weight must be >= 0 and contrast_margin in [0, 1], not {self.contrast_weight} "
                             f"and {self.contrast_margin}")

@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class Draw:
     """One step's random draw for one run: clean latents, noise, timesteps, and which captions they go with."""
-
     latents: torch.Tensor
     noise: torch.Tensor
     timesteps: torch.Tensor
@@ -185,12 +184,14 @@ class InversionRun:
         steps = self.backbone.noise_scheduler.config.num_train_timesteps
         timesteps = sample_timesteps(latents.shape[0], steps, cfg.timestep_skew, g["noise"],
                                      cfg.timestep_min).to(latents.device)
-        if cfg.subject_frozen_above < 1 and self.subject_token is not None and not frozen:  # by noise level
-            held = (timesteps[n_subject:] >= cfg.subject_frozen_above * steps).cpu()
-            order = torch.cat([torch.arange(n_subject), n_subject + torch.argsort(held.int(), stable=True)])
+        if cfg.subject_frozen_above < 1 and self.subject_token is not None and not frozen:  # regrouped by noise
+            kinds = torch.cat([torch.full((len(c),), 2 if s is self.word_set else int(f)) for s, c, f in groups[1:]])
+            caps = torch.cat([c for _, c, _ in groups[1:]])  # kinds: 0 <subj> learns, 1 <subj> constant, 2 the word
+            kinds[(kinds == 0) & (timesteps[n_subject:] >= cfg.subject_frozen_above * steps).cpu()] = 1
+            order = torch.cat([torch.arange(n_subject), n_subject + torch.argsort(kinds, stable=True)])
             latents, noise, timesteps, geometry = (x[order.to(x.device)] for x in (latents, noise, timesteps, geometry))
-            groups[-1:] = [grp for grp in [(self.with_set, captions[~held], False),
-                                           (self.with_set, captions[held], True)] if grp[1].numel()]
+            groups[1:] = [(s, caps[kinds == k], k == 1) for k, s in enumerate([self.with_set] * 2 + [self.word_set])
+                          if (kinds == k).any()]
         if cfg.contrast_weight and n_subject:  # contrast_loss's negatives: the subject batch again, same ε and t
             latents, noise, timesteps, geometry = (torch.cat([x, x[:n_subject]])
                                                    for x in (latents, noise, timesteps, geometry))
