@@ -105,7 +105,8 @@ def test_model_folder_sets_lever_defaults(tiny_sd, concept_dir, tmp_path):
 
 def test_bundled_toy_model_sets_its_measured_defaults():
     """The toy model's lego_inversion.json reaches the backbone (docs/inversion_quality.md: 400 steps, skew 0.5,
-    timesteps from 0.5 T up, exemplars at 6 hue turns), and a real model's defaults stay the library's."""
+    timesteps from 0.5 T up, exemplars at 6 hue turns, <subj> a constant at t >= 0.65 T), and a real model's defaults
+    stay the library's."""
     backbone = load_backbone(None)
     cfg = InversionConfig().resolved(backbone.inversion_defaults)
     assert (cfg.steps, cfg.timestep_skew, cfg.timestep_min, backbone.default_learning_rate) == (400, 0.5, 0.5, 0.01)
@@ -114,6 +115,7 @@ def test_bundled_toy_model_sets_its_measured_defaults():
     assert InversionConfig().resolved({}).select_every == 0 and InversionConfig().resolved({}).select_by == "exemplars"
     assert cfg.caption_variants == 1 and cfg.vectors_per_token == 1
     assert InversionConfig().resolved({}).hue_variants == MODEL_DEFAULTS["hue_variants"] == 1
+    assert cfg.subject_frozen_above == 0.65 and InversionConfig().resolved({}).subject_frozen_above == 1.0
 
 
 def test_norm_cap_keeps_rows_within_a_multiple_of_their_initializer(tiny_sd, concept_dir, tmp_path):

@@ -30,7 +30,8 @@ MODEL_DEFAULTS = {"steps": 400, "timestep_skew": 0.0, "caption_variants": 1, "lr
                   "context_similarity": "cosine", "vectors_per_token": 1, "norm_cap": 0.0, "init_decay": 0.0,
                   "subject_warmup": 0, "timestep_min": 0.0, "snr_gamma": 0.0, "select_every": 0, "hue_variants": 1,
                   "select_by": "exemplars", "select_subjects": "", "select_steps": 25, "ema_decay": 0.0,
-                  "rewind": 0.0, "select_average": 1, "select_guidance": "", "select_floor": 0.0}
+                  "rewind": 0.0, "select_average": 1, "select_guidance": "", "select_floor": 0.0,
+                  "subject_frozen_above": 1.0}
 
 
 # Openings that `caption_variants` puts in place of a caption's "a photo of" (Textual Inversion's templates).
@@ -160,9 +161,10 @@ class InversionConfig:
         0, "Subject Separation: for the first K steps <subj> is a constant in the concept batch (as with "
         "--no-subject-from-with), then it learns from both sets (§4.3), so look selection judges rows of both kinds; "
         "it lifted the toy held-out count and tied elsewhere (docs/inversion_quality.md (ao)); 0: off (§4.3)")
-    subject_frozen_above: float = option(
-        1.0, "Subject Separation: <subj> is a constant in the concept-batch samples whose timestep is at or above f·T "
-        "(high noise, where shape, pose and count are decided) and learns from the others (§4.3); 1: off")
+    subject_frozen_above: float | None = option(
+        None, "Subject Separation: <subj> is a constant in the concept-batch samples whose timestep is at or above f·T "
+        "(high noise, where shape, pose and count are decided) and learns from the others; 1: off (§4.3); None: the "
+        "model's (1; the toy model's 0.65, docs/inversion_quality.md (aq))")
     subject_word_p: float = option(
         0.0, "Subject Separation: the fraction of concept-batch samples captioned with the subject's initializer word "
         "instead of <subj>, as the concept meets a plain word on new subjects at generation; 0: always <subj> (§4.3)")
@@ -277,7 +279,7 @@ class InversionConfig:
         for name in ("subject_frozen_p", "subject_word_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"{name} must lie in [0, 1], not {getattr(self, name)}")
-        if not 0.0 < self.subject_frozen_above <= 1.0:
+        if self.subject_frozen_above is not None and not 0.0 < self.subject_frozen_above <= 1.0:
             raise UserError(f"subject_frozen_above must lie in (0, 1] (1: off), not {self.subject_frozen_above}")
         if self.contrast_weight < 0 or not 0.0 <= self.contrast_margin <= 1.0:
             raise UserError(f"contrast_weight must be >= 0 and contrast_margin in [0, 1], not {self.contrast_weight} "
