@@ -33,11 +33,12 @@ MODEL_INDEX = {
 }
 # lego_inversion.json: the backbone adapter's defaults for this model (learning rate: the toy-world sweep,
 # docs/toyworld_benchmark.md; steps, timestep sampling, hue views, look selection and its concept guidance choice:
-# the lever sweeps, docs/inversion_quality.md (g), (i), (o), (af), (ai); generation's concept floor: (al)). The
-# bundled model's file equals this (tests/toyworld/test_model.py).
+# the lever sweeps, docs/inversion_quality.md (g), (i), (o), (af), (ai); generation's concept floor: (al); <subj> a
+# constant at high noise: (aq)). The bundled model's file equals this (tests/toyworld/test_model.py).
 DEFAULTS = {"concept_floor": 0.5, "guidance_scale": 3.0, "hue_variants": 6, "learning_rate": 1e-2, "select_by": "look",
             "select_every": 50, "select_guidance": "1,1.5,2", "select_steps": 5,
-            "select_subjects": "cube,pyramid,heart", "steps": 400, "timestep_min": 0.5, "timestep_skew": 0.5}
+            "select_subjects": "cube,pyramid,heart", "steps": 400, "subject_frozen_above": 0.65, "timestep_min": 0.5,
+            "timestep_skew": 0.5}
 # The noise schedule of training (DDPM) and sampling (DDIM): Stable Diffusion's scaled-linear betas.
 NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "prediction_type": "epsilon"}
